@@ -1,0 +1,3 @@
+"""OpenTIM: a self-hosted server for the Tencent Cloud Chat REST API."""
+
+__version__ = "0.1.0"

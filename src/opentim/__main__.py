@@ -1,0 +1,3 @@
+from opentim.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""Builds the ASGI application; its lifespan owns storage, the app registry and presence."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from opentim.protocol.dispatch import load_services
+from opentim.protocol.rest import RestEndpoint, UnknownPath
+from opentim.runtime import Runtime
+from opentim.settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Starlette:
+    load_services()
+    runtime = runtime or Runtime.create(settings or Settings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = Starlette(
+        routes=[
+            Route("/v4/{service}/{command}", RestEndpoint(runtime)),
+            Route("/v4/{rest:path}", UnknownPath()),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    return app

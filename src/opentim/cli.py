@@ -1,0 +1,205 @@
+"""The ``opentim`` command: serve, manage apps, make UserSigs."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shlex
+import time
+from typing import Annotated
+
+import typer
+
+from opentim.domain.apps import DEFAULT_ADMIN, DEFAULT_RATE_LIMIT, App, Edition, new_secret_key
+from opentim.protocol import usersig
+from opentim.settings import Settings
+from opentim.storage.database import DEFAULT_DB_URL, Database
+from opentim.storage.sql import SqlStore
+
+cli = typer.Typer(help="OpenTIM: a self-hosted Tencent Cloud Chat REST server.",
+                  no_args_is_help=True, add_completion=False)
+apps_cli = typer.Typer(help="Create, list and change apps (SDKAppIDs).", no_args_is_help=True)
+cli.add_typer(apps_cli, name="app")
+
+DEV_SDKAPPID = 1400000000
+
+DbOption = Annotated[str, typer.Option("--db", envvar="OPENTIM_DB",
+                                       help="sqlite:///path or postgresql://…")]
+
+
+async def _with_store(db_url: str, work):  # type: ignore[no-untyped-def]
+    db = Database(db_url)
+    try:
+        await db.migrate()
+        return await work(SqlStore(db))
+    finally:
+        await db.close()
+
+
+def _print_app(app: App, *, show_key: bool = True) -> None:
+    typer.echo(f"SDKAppID:      {app.sdkappid}")
+    if show_key:
+        typer.echo(f"secret key:    {app.secret_key}")
+    typer.echo(f"admins:        {', '.join(sorted(app.admins))}")
+    typer.echo(f"edition:       {app.edition.value}")
+    typer.echo(f"online list:   {'on' if app.online_member_list else 'off'}")
+    typer.echo(f"rate limit:    {app.rate_limit or 'off'}"
+               f"{' calls/s per command' if app.rate_limit else ''}")
+    if app.callback_url:
+        typer.echo(f"callback URL:  {app.callback_url}")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar="OPENTIM_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="OPENTIM_PORT")] = 8080,
+    db: DbOption = DEFAULT_DB_URL,
+    redis: Annotated[str | None, typer.Option(
+        envvar="OPENTIM_REDIS", help="redis://… to share presence between processes")] = None,
+    heartbeat_timeout: Annotated[float, typer.Option(
+        envvar="OPENTIM_HEARTBEAT_TIMEOUT", help="seconds of silence before a client is "
+        "dropped")] = 30.0,
+    log_level: Annotated[str, typer.Option(envvar="OPENTIM_LOG_LEVEL")] = "info",
+) -> None:
+    """Run the server (REST under /v4, client gateway on the same port)."""
+    import uvicorn
+
+    from opentim.app import create_app
+
+    settings = Settings(db=db, redis=redis, host=host, port=port,
+                        heartbeat_timeout=heartbeat_timeout)
+    asyncio.run(_with_store(db, lambda store: _bootstrap(store, host, port)))
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                lifespan="on")
+
+
+async def _bootstrap(store: SqlStore, host: str, port: int) -> None:
+    """On an empty database, create a development app and show how to call it."""
+    if await store.list_apps():
+        return
+    app = App(sdkappid=DEV_SDKAPPID, secret_key=new_secret_key())
+    await store.create_app(app, now=int(time.time()))
+    sig = usersig.generate(app.sdkappid, app.secret_key, DEFAULT_ADMIN)
+    url = (f"http://{host}:{port}/v4/im_open_login_svc/account_import?sdkappid={app.sdkappid}"
+           f"&identifier={DEFAULT_ADMIN}&usersig={sig}&random=1&contenttype=json")
+    typer.echo("Empty database: created a development app.")
+    _print_app(app)
+    typer.echo(f"admin UserSig: {sig}")
+    typer.echo("Try it:")
+    typer.echo(f"  curl -s -X POST {shlex.quote(url)} -d '{{\"UserID\":\"alice\"}}'")
+
+
+def _edition(value: str) -> Edition:
+    try:
+        return Edition(value)
+    except ValueError:
+        raise typer.BadParameter("edition must be premium or standard") from None
+
+
+@apps_cli.command("create")
+def app_create(
+    sdkappid: Annotated[int, typer.Option(min=1)],
+    key: Annotated[str | None, typer.Option(help="secret key; generated when omitted")] = None,
+    admin: Annotated[list[str] | None, typer.Option(help="App admin (repeatable)")] = None,
+    edition: Annotated[str, typer.Option(help="premium or standard")] = "premium",
+    online_member_list: Annotated[bool, typer.Option(
+        "--online-member-list/--no-online-member-list")] = True,
+    callback_url: Annotated[str | None, typer.Option()] = None,
+    callback_token: Annotated[str | None, typer.Option()] = None,
+    rate_limit: Annotated[int, typer.Option(min=0, help="calls/s per command; 0 = off")]
+    = DEFAULT_RATE_LIMIT,
+    db: DbOption = DEFAULT_DB_URL,
+) -> None:
+    """Create an app."""
+    app = App(
+        sdkappid=sdkappid,
+        secret_key=key or new_secret_key(),
+        admins=frozenset(admin or [DEFAULT_ADMIN]),
+        edition=_edition(edition),
+        online_member_list=online_member_list,
+        callback_url=callback_url,
+        callback_token=callback_token,
+        rate_limit=rate_limit,
+    )
+
+    async def work(store: SqlStore) -> None:
+        try:
+            await store.create_app(app, now=int(time.time()))
+        except KeyError:
+            typer.echo(f"app {sdkappid} already exists (use `opentim app update`)", err=True)
+            raise typer.Exit(1) from None
+
+    asyncio.run(_with_store(db, work))
+    _print_app(app)
+
+
+@apps_cli.command("update")
+def app_update(
+    sdkappid: Annotated[int, typer.Option(min=1)],
+    key: Annotated[str | None, typer.Option()] = None,
+    admin: Annotated[list[str] | None, typer.Option(help="replaces the admin list")] = None,
+    edition: Annotated[str | None, typer.Option()] = None,
+    online_member_list: Annotated[bool | None, typer.Option(
+        "--online-member-list/--no-online-member-list")] = None,
+    callback_url: Annotated[str | None, typer.Option(help="'' removes it")] = None,
+    callback_token: Annotated[str | None, typer.Option(help="'' removes it")] = None,
+    rate_limit: Annotated[int | None, typer.Option(min=0)] = None,
+    db: DbOption = DEFAULT_DB_URL,
+) -> None:
+    """Change an app's settings; a running server picks them up within seconds."""
+
+    async def work(store: SqlStore) -> App:
+        app = await store.get_app(sdkappid)
+        if app is None:
+            typer.echo(f"app {sdkappid} does not exist", err=True)
+            raise typer.Exit(1)
+        changes: dict[str, object] = {}
+        if key is not None:
+            changes["secret_key"] = key
+        if admin:
+            changes["admins"] = frozenset(admin)
+        if edition is not None:
+            changes["edition"] = _edition(edition)
+        if online_member_list is not None:
+            changes["online_member_list"] = online_member_list
+        if callback_url is not None:
+            changes["callback_url"] = callback_url or None
+        if callback_token is not None:
+            changes["callback_token"] = callback_token or None
+        if rate_limit is not None:
+            changes["rate_limit"] = rate_limit
+        updated = dataclasses.replace(app, **changes)  # type: ignore[arg-type]
+        await store.save_app(updated, now=int(time.time()))
+        return updated
+
+    _print_app(asyncio.run(_with_store(db, work)), show_key=key is not None)
+
+
+@apps_cli.command("list")
+def app_list(db: DbOption = DEFAULT_DB_URL) -> None:
+    """List apps (without their keys)."""
+    apps = asyncio.run(_with_store(db, lambda store: store.list_apps()))
+    for app in apps:
+        _print_app(app, show_key=False)
+        typer.echo("")
+    if not apps:
+        typer.echo("no apps")
+
+
+@cli.command("usersig")
+def make_usersig(
+    sdkappid: Annotated[int, typer.Option()],
+    key: Annotated[str, typer.Option()],
+    identifier: Annotated[str, typer.Option()],
+    expire: Annotated[int, typer.Option(help="seconds")] = 180 * 86400,
+) -> None:
+    """Print a UserSig, as Tencent's tls-sig-api-v2 libraries make them."""
+    typer.echo(usersig.generate(sdkappid, key, identifier, expire))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The internal event point: every non-silent change to group membership passes here.
+
+add_group_member, delete_group_member and client joins emit; imports never do. Webhook
+delivery and client notifications subscribe to this bus, so "silent" is a property that a
+test can check by subscribing and seeing nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MembersJoined:
+    sdkappid: int
+    group_id: str
+    group_type: str
+    operator: str
+    members: tuple[str, ...]
+    join_type: str  # "Invited" (REST add, client invite) or "Apply" (client join)
+    event_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class MembersExited:
+    sdkappid: int
+    group_id: str
+    group_type: str
+    operator: str
+    members: tuple[str, ...]
+    exit_type: str  # "Kicked" or "Quit"
+    event_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDestroyed:
+    sdkappid: int
+    group_id: str
+    group_type: str
+    operator: str
+    event_time_ms: int
+
+
+Event = MembersJoined | MembersExited | GroupDestroyed
+Subscriber = Callable[[Event], Awaitable[None] | None]
+
+
+@dataclass
+class EventBus:
+    subscribers: list[Subscriber] = field(default_factory=list)
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        self.subscribers.append(subscriber)
+        return lambda: self.subscribers.remove(subscriber)
+
+    async def emit(self, event: Event) -> None:
+        for subscriber in list(self.subscribers):
+            try:
+                result = subscriber(event)
+                if result is not None:
+                    await result
+            except Exception:
+                # A failing subscriber (e.g. a full webhook queue) must not fail the request
+                # that already changed the group.
+                log.exception("event subscriber failed for %r", event)

@@ -1,0 +1,132 @@
+"""The REST edge: ``POST /v4/{service}/{command}?sdkappid=&identifier=&usersig=&random=``.
+
+A plain ASGI callable, kept thin and fast because every call passes through it: parse the
+query string, authenticate, look up the command, rate-limit, decode the body, run the
+handler, and answer HTTP 200 with the envelope. Nothing below it sees HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from opentim import errors
+from opentim.protocol import dispatch, envelope
+from opentim.runtime import Context, Runtime
+
+log = logging.getLogger(__name__)
+
+_HEADERS = [(b"content-type", b"application/json; charset=utf-8")]
+_MAX_RANDOM = 4294967295
+
+
+class RestEndpoint:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = await self._respond(scope, receive)
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _respond(self, scope: dict[str, Any], receive: Any) -> bytes:
+        cmd: dispatch.Command | None = None
+        try:
+            raw = await self._read_body(receive)
+            if scope["method"] != "POST":
+                raise errors.HttpParseError(f"method {scope['method']} not allowed: use POST")
+            params = scope["path_params"]
+            ctx = await self._authenticate(scope["query_string"])
+            cmd = dispatch.lookup(params["service"], params["command"])
+            rate = int(ctx.app.rate_limit * cmd.rate_factor) if ctx.app.rate_limit else 0
+            if not self.runtime.rate_limiter.allow(ctx.sdkappid, cmd.name, rate, ctx.now):
+                raise errors.RestRateLimited(
+                    f"{cmd.name} is limited to {rate} calls per second for app {ctx.sdkappid}"
+                )
+            if raw is None:
+                raise errors.HttpParseError(
+                    f"request body exceeds {self.runtime.settings.max_body_bytes} bytes"
+                )
+            request = cmd.decode(_parse_object(raw))
+            return envelope.ok(await cmd.handler(ctx, request))
+        except errors.TimError as exc:
+            return envelope.fail(exc.code, exc.info)
+        except Exception:
+            log.exception("unhandled error in %s", scope.get("path"))
+            internal = cmd.service.internal_error if cmd else errors.GroupInternalError
+            return envelope.fail(internal.code, "internal server error, try again")
+
+    async def _read_body(self, receive: Any) -> bytes | None:
+        """The whole body, or None when it passes the size limit (then it is drained)."""
+        limit = self.runtime.settings.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        if size > limit:
+            return None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _authenticate(self, query_string: bytes) -> Context:
+        query = dict(parse_qsl(query_string.decode("latin-1")))
+        now = self.runtime.clock()
+        sdkappid_text = query.get("sdkappid", "")
+        if not sdkappid_text:
+            raise errors.SdkAppIdMissing()
+        if not sdkappid_text.isdigit():
+            raise errors.SdkAppIdInvalid(f"sdkappid {sdkappid_text!r} is not a number")
+        sdkappid = int(sdkappid_text)
+        identifier = query.get("identifier", "")
+        if not identifier:
+            raise errors.IdentifierInvalid("identifier is missing")
+        random = query.get("random", "")
+        if not random.isdigit() or int(random) > _MAX_RANDOM:
+            raise errors.HttpParseError(
+                f"random must be an integer from 0 to {_MAX_RANDOM}, got {random!r}"
+            )
+        app = await self.runtime.apps.get_or_refresh(sdkappid)
+        if app is None:
+            raise errors.SdkAppIdNotFound(f"SDKAppID {sdkappid} not found")
+        self.runtime.sigs.verify(
+            query.get("usersig", ""), sdkappid=sdkappid, identifier=identifier,
+            key=app.secret_key, now=now,
+        )
+        if identifier not in app.admins:
+            raise errors.NotAppAdmin(f"identifier {identifier!r} is not an App admin")
+        return Context(self.runtime, app, identifier, now)
+
+
+_json = msgspec.json.Decoder()
+
+
+def _parse_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise errors.JsonParseError("request body is empty: send {} when there are no fields")
+    try:
+        doc = _json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise errors.JsonParseError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise errors.JsonParseError("request body must be a JSON object")
+    return doc
+
+
+class UnknownPath:
+    """Any other path under /v4 gets Tencent's bad-URL code, not a 404."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        info = f"unknown REST path {scope.get('path')!r}: expected /v4/<service>/<command>"
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        await send({"type": "http.response.body",
+                    "body": envelope.fail(errors.ResourceUrlInvalid.code, info)})

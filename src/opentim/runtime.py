@@ -1,0 +1,122 @@
+"""What a running server holds: storage, app registry, caches, events; and per-request context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from opentim.domain.apps import App
+from opentim.events import EventBus
+from opentim.protocol.ratelimit import RateLimiter
+from opentim.protocol.usersig import SigCache
+from opentim.settings import Settings
+from opentim.storage.database import Database
+from opentim.storage.sql import SqlStore
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class AppRegistry:
+    """In-memory copy of the apps table, refreshed in the background.
+
+    Every request needs its app (key, admins, edition); reading it from the database each
+    time would cost more than the rest of the request. ``opentim app …`` writes the table from
+    another process; this copy picks the change up within ``refresh_interval`` seconds.
+    """
+
+    def __init__(self, store: SqlStore, refresh_interval: float) -> None:
+        self._store = store
+        self._interval = refresh_interval
+        self._apps: dict[int, App] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._last_miss_refresh = 0.0
+
+    def get(self, sdkappid: int) -> App | None:
+        return self._apps.get(sdkappid)
+
+    async def get_or_refresh(self, sdkappid: int) -> App | None:
+        """A miss may be an app created a moment ago: refresh, at most once a second."""
+        found = self._apps.get(sdkappid)
+        if found is not None:
+            return found
+        now = time.monotonic()
+        if now - self._last_miss_refresh >= 1.0:
+            self._last_miss_refresh = now
+            await self.refresh()
+        return self._apps.get(sdkappid)
+
+    async def refresh(self) -> None:
+        self._apps = {app.sdkappid: app for app in await self._store.list_apps()}
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop(), name="opentim-app-refresh")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("refreshing apps failed; keeping the previous copy")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    store: SqlStore
+    apps: AppRegistry
+    clock: Clock = time.time
+    events: EventBus = field(default_factory=EventBus)
+    sigs: SigCache = field(default_factory=SigCache)
+    rate_limiter: RateLimiter = field(default_factory=RateLimiter)
+
+    @classmethod
+    def create(cls, settings: Settings, *, clock: Clock = time.time) -> Runtime:
+        db = Database(settings.db)
+        store = SqlStore(db)
+        return cls(settings=settings, db=db, store=store,
+                   apps=AppRegistry(store, settings.app_refresh_interval), clock=clock)
+
+    async def start(self) -> None:
+        await self.db.migrate()
+        await self.apps.start()
+
+    async def close(self) -> None:
+        await self.apps.close()
+        await self.db.close()
+
+
+@dataclass(slots=True)
+class Context:
+    """One authenticated REST call: the app, the admin who called, and the time it arrived."""
+
+    runtime: Runtime
+    app: App
+    identifier: str
+    now: float
+
+    @property
+    def sdkappid(self) -> int:
+        return self.app.sdkappid
+
+    @property
+    def store(self) -> SqlStore:
+        return self.runtime.store
+
+    @property
+    def now_s(self) -> int:
+        return int(self.now)

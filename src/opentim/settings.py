@@ -1,0 +1,23 @@
+"""Server settings. The CLI fills them from flags, each of which also reads OPENTIM_*."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentim.storage.database import DEFAULT_DB_URL
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db: str = DEFAULT_DB_URL
+    redis: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Seconds before a change made with `opentim app …` reaches a running server.
+    app_refresh_interval: float = 2.0
+    # Largest accepted REST body; larger ones fail with 60002 before being parsed.
+    max_body_bytes: int = 1 << 20
+    # A gateway connection silent this long is dropped (HeartbeatInterrupt).
+    heartbeat_timeout: float = 30.0
+    # How long mark 500 (and robots) keep a member listed without a connection.
+    mark500_ttl: float = 3 * 86400.0

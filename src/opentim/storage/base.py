@@ -1,0 +1,92 @@
+"""Storage interfaces: what the domain needs from a database, nothing about SQL.
+
+One implementation (``sql.py``) serves SQLite and PostgreSQL through SQLAlchemy Core; the
+dialect differences it has live in ``database.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from opentim.domain.apps import App
+from opentim.domain.groups import Group, GroupType, Member
+
+
+@dataclass(frozen=True, slots=True)
+class AccountProfile:
+    user_id: str
+    nick: str | None = None  # None: leave the stored value as it is
+    face_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPage:
+    group_ids: list[str]
+    total: int
+    next: int  # 0 when this was the last page
+
+
+class AppStore(Protocol):
+    async def create_app(self, app: App, *, now: int) -> None:
+        """Raises KeyError when the SDKAppID exists."""
+
+    async def save_app(self, app: App, *, now: int) -> None:
+        """Replace an existing app's settings."""
+
+    async def get_app(self, sdkappid: int) -> App | None: ...
+
+    async def list_apps(self) -> list[App]: ...
+
+
+class AccountStore(Protocol):
+    async def import_accounts(self, sdkappid: int, profiles: Sequence[AccountProfile],
+                              *, now: int) -> None:
+        """Create missing accounts, update the given fields of existing ones."""
+
+    async def existing_accounts(self, sdkappid: int, user_ids: Sequence[str]) -> set[str]: ...
+
+    async def delete_accounts(self, sdkappid: int, user_ids: Sequence[str]) -> None: ...
+
+    async def get_profiles(self, sdkappid: int,
+                           user_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """(nick, face_url) of each existing account."""
+
+
+class GroupStore(Protocol):
+    async def create_group(self, group: Group, members: Sequence[Member]) -> None:
+        """Create a group with its initial members (accounts must exist).
+
+        Raises ``errors.GroupIdInUse`` when the ID is taken.
+        """
+
+    async def get_groups(self, sdkappid: int, group_ids: Sequence[str]) -> dict[str, Group]: ...
+
+    async def destroy_group(self, sdkappid: int, group_id: str) -> bool: ...
+
+    async def list_groups(self, sdkappid: int, *, limit: int, offset: int,
+                          group_type: GroupType | None) -> GroupPage: ...
+
+    async def get_members(self, sdkappid: int, group_id: str, *, limit: int | None,
+                          offset: int = 0, after: tuple[int, str] | None = None,
+                          roles: Sequence[str] = ()) -> list[Member]:
+        """Members in join order; ``after`` is a (join_time, account) keyset cursor."""
+
+    async def get_member_roles(self, sdkappid: int, group_id: str,
+                               accounts: Sequence[str]) -> dict[str, str]: ...
+
+    async def add_members(self, sdkappid: int, group_id: str, members: Sequence[Member],
+                          *, cap: int | None, full_error: bool = False) -> dict[str, int]:
+        """Atomically add members; returns account -> MemberResult.
+
+        With ``full_error``, a group with no room left for anyone raises ``errors.GroupFull``
+        instead of failing each member.
+
+        Accounts that do not exist, or past the cap, fail (0); members already in the group
+        get 2; added ones 1. Raises ``errors.GroupNotFound`` when the group is gone.
+        """
+
+    async def delete_members(self, sdkappid: int, group_id: str,
+                             accounts: Sequence[str]) -> list[str]:
+        """Remove members; returns the accounts that were members."""
