@@ -45,7 +45,8 @@ class VerifiedSig:
     expires_at: int
 
 
-def _content(identifier: str, sdkappid: int, issued: int, expire: int, userbuf: str | None) -> bytes:
+def _content(identifier: str, sdkappid: int, issued: int, expire: int,
+             userbuf: str | None) -> bytes:
     text = (
         f"TLS.identifier:{identifier}\nTLS.sdkappid:{sdkappid}\n"
         f"TLS.time:{issued}\nTLS.expire:{expire}\n"

@@ -42,7 +42,9 @@ def async_url(url: str) -> str:
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
-        self.engine: AsyncEngine = create_async_engine(async_url(url), echo=echo, **_engine_args(url))
+        self.engine: AsyncEngine = create_async_engine(
+            async_url(url), echo=echo, **_engine_args(url)
+        )
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:

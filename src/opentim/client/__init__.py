@@ -1,0 +1,1 @@
+"""Python clients: REST (for app backends, tests and benchmarks) and the gateway session."""
