@@ -28,7 +28,11 @@ DbOption = Annotated[str, typer.Option("--db", envvar="OPENTIM_DB",
 
 
 async def _with_store(db_url: str, work):  # type: ignore[no-untyped-def]
-    db = Database(db_url)
+    try:
+        db = Database(db_url)
+    except Exception as exc:  # a bad URL: say so instead of a traceback
+        typer.echo(f"cannot use database {db_url!r}: {exc}", err=True)
+        raise typer.Exit(2) from None
     try:
         await db.migrate()
         return await work(SqlStore(db))
