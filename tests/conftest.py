@@ -9,9 +9,12 @@ OPENTIM_REQUIRE_SERVICES=1 (set by .ci/run) they fail instead.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -164,3 +167,101 @@ async def create_group(tim: RestClient, group_type: str = "Public", **fields: ob
     body = {"Type": group_type, "Name": "g", **fields}
     reply = await tim.ok("group_open_http_svc/create_group", body)
     return reply["GroupId"]
+
+
+# --- live servers: real sockets, for the gateway ----------------------------------------
+
+
+async def redis_reachable(url: str) -> str | None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        await client.ping()
+        return None
+    except Exception as exc:  # any connection failure means "not reachable"
+        return f"{url}: {exc}"
+    finally:
+        await client.aclose()
+
+
+async def drop_redis_keys(url: str, prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await client.delete(*keys[start:start + 500])
+    finally:
+        await client.aclose()
+
+
+@dataclass
+class LiveServer(Server):
+    url: str = ""
+    app_record: App | None = None
+
+    def connect(self, app: App, user: str, **kwargs: object):  # type: ignore[no-untyped-def]
+        from opentim.client import connect
+
+        sig = TLSSigAPIv2(app.sdkappid, app.secret_key).gen_sig(user)
+        return connect(self.url, sdkappid=app.sdkappid, identifier=user, usersig=sig,
+                       **kwargs)  # type: ignore[arg-type]
+
+    def client(self, app: App, identifier: str = "administrator",
+               usersig: str | None = None) -> RestClient:
+        sig = usersig if usersig is not None else \
+            TLSSigAPIv2(app.sdkappid, app.secret_key).gen_sig(identifier)
+        return RestClient(self.url, sdkappid=app.sdkappid, usersig=sig, identifier=identifier)
+
+
+@contextlib.asynccontextmanager
+async def live_server(db_url: str, presence: str, **settings: object
+                      ) -> AsyncIterator[LiveServer]:
+    """A real uvicorn server on a free loopback port, with the chosen presence backend."""
+    import uvicorn
+
+    options: dict[str, object] = {}
+    redis_url = None
+    prefix = f"opentim-test-{uuid.uuid4().hex[:12]}"
+    if presence == "redis":
+        problem = await redis_reachable(REDIS_URL)
+        if problem:
+            unavailable("Redis", problem)
+        redis_url = REDIS_URL
+        options["prefix"] = prefix
+    clock = Clock()
+    runtime = Runtime.create(
+        Settings(db=db_url, redis=redis_url, app_refresh_interval=0.2, **settings),  # type: ignore[arg-type]
+        clock=clock, **options)
+    asgi = create_app(runtime=runtime)
+    config = uvicorn.Config(asgi, host="127.0.0.1", port=0, lifespan="on",
+                            log_level="warning")
+    uv = uvicorn.Server(config)
+    task = asyncio.create_task(uv.serve())
+    while not uv.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = uv.servers[0].sockets[0].getsockname()[1]
+    srv = LiveServer(runtime, asgi, clock, url=f"http://127.0.0.1:{port}")
+    runtime.events.subscribe(srv.events.append)
+    try:
+        yield srv
+    finally:
+        uv.should_exit = True
+        await task
+        if redis_url:
+            await drop_redis_keys(redis_url, prefix)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def presence_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def live(presence_backend: str, tmp_path) -> AsyncIterator[LiveServer]:  # type: ignore[no-untyped-def]
+    async with live_server(f"sqlite:///{tmp_path}/live.db", presence_backend) as srv:
+        yield srv

@@ -36,6 +36,7 @@ async def test_http_status_is_200_for_failures(server: Server, app: App) -> None
         ({"sdkappid": None}, 60012),
         ({"sdkappid": ""}, 60012),
         ({"sdkappid": "abc"}, 60006),
+        ({"sdkappid": "\u00b2"}, 60006),
         ({"sdkappid": "999"}, 70020),
         ({"identifier": None}, 60004),
         ({"identifier": ""}, 60004),
@@ -46,6 +47,7 @@ async def test_http_status_is_200_for_failures(server: Server, app: App) -> None
         ({"random": None}, 60002),
         ({"random": "x"}, 60002),
         ({"random": "4294967296"}, 60002),
+        ({"random": "\u00b2"}, 60002),
     ],
 )
 async def test_query_parameter_errors(server: Server, app: App, params, code) -> None:
@@ -211,6 +213,16 @@ async def test_multiaccount_import_gets_half_the_rate(server: Server) -> None:
                                  {"AccountList": [{"UserID": "a"}]}))["ErrorCode"]
                  for _ in range(3)]
     assert codes == [0, 0, 60007]
+
+
+async def test_a_limit_of_one_never_rounds_to_off(server: Server) -> None:
+    app = await server.new_app(rate_limit=1)
+    server.clock.pinned = server.clock()
+    async with server.client(app) as tim:
+        codes = [(await tim.call("im_open_login_svc/multiaccount_import",
+                                 {"AccountList": [{"UserID": "a"}]}))["ErrorCode"]
+                 for _ in range(2)]
+    assert codes == [0, 60007]
 
 
 async def test_app_changes_reach_the_running_server(server: Server, app: App) -> None:

@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
+from opentim.gateway.endpoint import gateway_endpoint
+from opentim.gateway.rooms import LocalRooms
 from opentim.protocol.dispatch import load_services
 from opentim.protocol.rest import RestEndpoint, UnknownPath
 from opentim.runtime import Runtime
@@ -31,8 +33,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         routes=[
             Route("/v4/{service}/{command}", RestEndpoint(runtime)),
             Route("/v4/{rest:path}", UnknownPath()),
+            WebSocketRoute("/gateway", gateway_endpoint),
         ],
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.rooms = LocalRooms(runtime.events)
     return app

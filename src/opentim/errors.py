@@ -50,6 +50,7 @@ UserSigSdkAppIdMismatch = _error(
     "UserSigSdkAppIdMismatch", 70014, "sdkappid does not match the UserSig's sdkappid"
 )
 SdkAppIdNotFound = _error("SdkAppIdNotFound", 70020, "SDKAppID not found")
+AccountInternalError = _error("AccountInternalError", 70500, "internal error, try again")
 AccountInvalidParams = _error("AccountInvalidParams", 70402, "invalid parameter")
 AccountBatchTooLarge = _error("AccountBatchTooLarge", 70206, "invalid batch count")
 ProfileValueTooLong = _error("ProfileValueTooLong", 40601, "profile value exceeds 500 bytes")

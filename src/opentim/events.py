@@ -45,7 +45,36 @@ class GroupDestroyed:
     event_time_ms: int
 
 
-Event = MembersJoined | MembersExited | GroupDestroyed
+@dataclass(frozen=True, slots=True)
+class MemberStateChanged:
+    """An account went online or offline in an AVChatRoom/Community online list.
+
+    Emitted once per account (not per connection): on its first connection's join and
+    when its last connection leaves. ``cause``: Join, Quit, HeartbeatInterrupt, LinkClose.
+    """
+
+    sdkappid: int
+    group_id: str
+    group_type: str
+    account: str
+    online: bool
+    cause: str
+    event_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarksChanged:
+    """Marks of online AVChatRoom members changed (modify_user_info, robots, gateway)."""
+
+    sdkappid: int
+    group_id: str
+    operator: str
+    command_type: int  # 1 set, 2 delete
+    members: tuple[tuple[str, tuple[int, ...]], ...]  # account, every mark it now holds
+    event_time_ms: int
+
+
+Event = MembersJoined | MembersExited | GroupDestroyed | MemberStateChanged | MarksChanged
 Subscriber = Callable[[Event], Awaitable[None] | None]
 
 
@@ -67,3 +96,4 @@ class EventBus:
                 # A failing subscriber (e.g. a full webhook queue) must not fail the request
                 # that already changed the group.
                 log.exception("event subscriber failed for %r", event)
+

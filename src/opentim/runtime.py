@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opentim.domain.apps import App
 from opentim.events import EventBus
+from opentim.online import GroupTypes, OnlineService
+from opentim.presence import PresenceStore, open_presence_store
 from opentim.protocol.ratelimit import RateLimiter
 from opentim.protocol.usersig import SigCache
 from opentim.settings import Settings
@@ -79,23 +82,36 @@ class Runtime:
     db: Database
     store: SqlStore
     apps: AppRegistry
+    presence: PresenceStore
     clock: Clock = time.time
     events: EventBus = field(default_factory=EventBus)
     sigs: SigCache = field(default_factory=SigCache)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
+    group_types: GroupTypes = field(init=False)
+    online: OnlineService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.group_types = GroupTypes(self.store)
+        self.online = OnlineService(self.store, self.presence, self.events, self.group_types)
 
     @classmethod
-    def create(cls, settings: Settings, *, clock: Clock = time.time) -> Runtime:
+    def create(cls, settings: Settings, *, clock: Clock = time.time,
+               **presence_options: object) -> Runtime:
         db = Database(settings.db)
         store = SqlStore(db)
+        presence = open_presence_store(settings.redis, node_id=uuid.uuid4().hex, clock=clock,
+                                       **presence_options)
         return cls(settings=settings, db=db, store=store,
-                   apps=AppRegistry(store, settings.app_refresh_interval), clock=clock)
+                   apps=AppRegistry(store, settings.app_refresh_interval), presence=presence,
+                   clock=clock)
 
     async def start(self) -> None:
         await self.db.migrate()
         await self.apps.start()
+        await self.presence.start()
 
     async def close(self) -> None:
+        await self.presence.close()
         await self.apps.close()
         await self.db.close()
 

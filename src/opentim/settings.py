@@ -1,4 +1,5 @@
-"""Server settings. The CLI fills them from flags, each of which also reads OPENTIM_*."""
+"""Server settings. ``opentim serve`` fills the first ones from flags (each also reads an
+OPENTIM_* variable); the rest keep their defaults unless code builds Settings itself."""
 
 from __future__ import annotations
 

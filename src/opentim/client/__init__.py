@@ -1,1 +1,5 @@
-"""Python clients: REST (for app backends, tests and benchmarks) and the gateway session."""
+"""Python clients: the gateway session (``connect``) and a REST helper (``rest.RestClient``)."""
+
+from opentim.client.session import GatewayError, Session, connect
+
+__all__ = ["GatewayError", "Session", "connect"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 DEFAULT_ADMIN = "administrator"
@@ -27,7 +27,6 @@ class App:
     # None means every callback command is on.
     callback_commands: frozenset[str] | None = None
     rate_limit: int = DEFAULT_RATE_LIMIT
-    extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     @property
     def has_online_member_list(self) -> bool:

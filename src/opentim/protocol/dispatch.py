@@ -42,6 +42,11 @@ class Command:
     # Renames legacy field names that deployed clients still send.
     legacy_fields: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def key(self) -> str:
+        """Service and command: what the rate limit counts (names repeat across services)."""
+        return f"{self.service.name}/{self.name}"
+
     def decode(self, doc: dict[str, Any]) -> Any:
         for old, new in self.legacy_fields:
             if old in doc and new not in doc:

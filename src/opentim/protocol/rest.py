@@ -15,6 +15,7 @@ import msgspec
 
 from opentim import errors
 from opentim.protocol import dispatch, envelope
+from opentim.protocol.auth import authenticate
 from opentim.runtime import Context, Runtime
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,9 @@ class RestEndpoint:
             params = scope["path_params"]
             ctx = await self._authenticate(scope["query_string"])
             cmd = dispatch.lookup(params["service"], params["command"])
-            rate = int(ctx.app.rate_limit * cmd.rate_factor) if ctx.app.rate_limit else 0
-            if not self.runtime.rate_limiter.allow(ctx.sdkappid, cmd.name, rate, ctx.now):
+            # A limit that is on never rounds down to 0, which would mean "off".
+            rate = max(1, int(ctx.app.rate_limit * cmd.rate_factor)) if ctx.app.rate_limit else 0
+            if not self.runtime.rate_limiter.allow(ctx.sdkappid, cmd.key, rate, ctx.now):
                 raise errors.RestRateLimited(
                     f"{cmd.name} is limited to {rate} calls per second for app {ctx.sdkappid}"
                 )
@@ -81,29 +83,18 @@ class RestEndpoint:
     async def _authenticate(self, query_string: bytes) -> Context:
         query = dict(parse_qsl(query_string.decode("latin-1")))
         now = self.runtime.clock()
-        sdkappid_text = query.get("sdkappid", "")
-        if not sdkappid_text:
-            raise errors.SdkAppIdMissing()
-        if not sdkappid_text.isdigit():
-            raise errors.SdkAppIdInvalid(f"sdkappid {sdkappid_text!r} is not a number")
-        sdkappid = int(sdkappid_text)
         identifier = query.get("identifier", "")
-        if not identifier:
-            raise errors.IdentifierInvalid("identifier is missing")
-        random = query.get("random", "")
-        if not random.isdigit() or int(random) > _MAX_RANDOM:
-            raise errors.HttpParseError(
-                f"random must be an integer from 0 to {_MAX_RANDOM}, got {random!r}"
-            )
-        app = await self.runtime.apps.get_or_refresh(sdkappid)
-        if app is None:
-            raise errors.SdkAppIdNotFound(f"SDKAppID {sdkappid} not found")
-        self.runtime.sigs.verify(
-            query.get("usersig", ""), sdkappid=sdkappid, identifier=identifier,
-            key=app.secret_key, now=now,
+        app = await authenticate(
+            self.runtime, sdkappid=query.get("sdkappid", ""), identifier=identifier,
+            usersig=query.get("usersig", ""), now=now,
         )
         if identifier not in app.admins:
             raise errors.NotAppAdmin(f"identifier {identifier!r} is not an App admin")
+        random = query.get("random", "")
+        if not (random.isascii() and random.isdigit()) or int(random) > _MAX_RANDOM:
+            raise errors.HttpParseError(
+                f"random must be an integer from 0 to {_MAX_RANDOM}, got {random!r}"
+            )
         return Context(self.runtime, app, identifier, now)
 
 

@@ -17,7 +17,7 @@ from opentim.storage.base import AccountProfile
 SERVICE = service(
     "im_open_login_svc",
     invalid_parameter=errors.AccountInvalidParams,
-    internal_error=errors.GroupInternalError,
+    internal_error=errors.AccountInternalError,
     unknown_command=errors.ResourceUrlInvalid,
 )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentim.domain.apps import App
 from opentim.domain.groups import Group, GroupType, Member
@@ -19,6 +19,14 @@ class AccountProfile:
     user_id: str
     nick: str | None = None  # None: leave the stored value as it is
     face_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMessage:
+    from_account: str | None  # None: sent by the App admin as the group itself
+    send_time: int
+    random: int
+    body: list[dict[str, Any]]  # MsgBody as the client sent it
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,22 +79,69 @@ class GroupStore(Protocol):
     async def get_members(self, sdkappid: int, group_id: str, *, limit: int | None,
                           offset: int = 0, after: tuple[int, str] | None = None,
                           roles: Sequence[str] = ()) -> list[Member]:
-        """Members in join order; ``after`` is a (join_time, account) keyset cursor."""
+        """Members in join order; ``after`` is a (join_time, account) keyset cursor.
+
+        ``unread_msg_num`` is derived: the group's message count minus the member's read
+        mark ``msg_seq``.
+        """
 
     async def get_member_roles(self, sdkappid: int, group_id: str,
                                accounts: Sequence[str]) -> dict[str, str]: ...
 
     async def add_members(self, sdkappid: int, group_id: str, members: Sequence[Member],
-                          *, cap: int | None, full_error: bool = False) -> dict[str, int]:
+                          *, full_error: bool = False) -> dict[str, int]:
         """Atomically add members; returns account -> MemberResult.
+
+        The cap is the group's ``max_member_num`` read under the group's lock; the members
+        that do not fit are the last ones in ``members`` order.
 
         With ``full_error``, a group with no room left for anyone raises ``errors.GroupFull``
         instead of failing each member.
 
         Accounts that do not exist, or past the cap, fail (0); members already in the group
         get 2; added ones 1. Raises ``errors.GroupNotFound`` when the group is gone.
+        New members start with nothing unread.
+        """
+
+    async def import_members(self, sdkappid: int, group_id: str,
+                             members: Sequence[Member]) -> dict[str, int]:
+        """Insert distinct accounts with their own role and join time, in one transaction.
+
+        Results and cap as for ``add_members``. A member's ``unread_msg_num`` is clamped to
+        the group's message count (``next_msg_seq - 1``) read under the same lock. Raises
+        ``errors.GroupNotFound`` when the group is gone.
         """
 
     async def delete_members(self, sdkappid: int, group_id: str,
                              accounts: Sequence[str]) -> list[str]:
         """Remove members; returns the accounts that were members."""
+
+    async def set_unread(self, sdkappid: int, group_id: str, account: str,
+                         unread: int) -> bool:
+        """Set a member's unread count (clamped to the message count); False if not a member."""
+
+
+class MessageStore(Protocol):
+    """Group message history. Every message takes the group's ``next_msg_seq``."""
+
+    async def append_message(self, sdkappid: int, group_id: str, message: GroupMessage,
+                             *, keep: bool, sender_must_be_member: bool) -> int | None:
+        """Append one message now: returns its MsgSeq.
+
+        Advances ``next_msg_seq`` and ``last_msg_time``; every member's unread count grows by
+        one except the sender's (whose read mark moves with the message), at O(1) cost.
+        ``keep=False`` (AVChatRoom) stores no history row. Returns None, changing nothing,
+        when ``sender_must_be_member`` and the sender is not a member. Raises
+        ``errors.GroupNotFound``.
+        """
+
+    async def import_messages(self, sdkappid: int, group_id: str,
+                              messages: Sequence[GroupMessage], *,
+                              now: int) -> list[int | None]:
+        """Append messages with their own times, in one transaction; returns each MsgSeq.
+
+        History stays in time order: a message is kept only when its time is after the
+        group's CreateTime and after the latest message (including the ones just kept),
+        and before ``now``; otherwise its entry is None. When any is kept, every member's
+        unread count becomes 0. Raises ``errors.GroupNotFound``.
+        """

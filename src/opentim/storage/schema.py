@@ -80,12 +80,14 @@ group_members = Table(
     Column("member", String(32), primary_key=True),
     Column("role", String(8), nullable=False),
     Column("join_time", BigInteger, nullable=False),
+    # The member's read mark: the seq of the last message counted as read. The unread count
+    # is derived, (groups.next_msg_seq - 1) - msg_seq, so a new message costs O(1) and not an
+    # UPDATE of every member of a 1M-member group.
     Column("msg_seq", BigInteger, nullable=False, default=0),
     Column("msg_flag", String(32), nullable=False, default="AcceptAndNotify"),
     Column("last_send_msg_time", BigInteger, nullable=False, default=0),
     Column("shut_up_until", BigInteger, nullable=False, default=0),
     Column("name_card", String(64), nullable=False, default=""),
-    Column("unread_msg_num", BigInteger, nullable=False, default=0),
     Column("app_member_defined_data", JSON),
 )
 # Member pages are read in join order; (join_time, member) is also the Community `Next` key.

@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from opentim import errors
 from opentim.domain.apps import App, Edition
 from opentim.domain.groups import Group, GroupType, Member, MemberResult, Role
-from opentim.storage.base import AccountProfile, GroupPage
+from opentim.storage.base import AccountProfile, GroupMessage, GroupPage
 from opentim.storage.database import Database
-from opentim.storage.schema import accounts, apps, group_members, groups
+from opentim.storage.schema import accounts, apps, group_members, group_messages, groups
 
 
 def _app_from_row(row: Row[Any]) -> App:
@@ -74,6 +74,7 @@ def _group_from_row(row: Row[Any]) -> Group:
 
 
 def _member_from_row(row: Row[Any]) -> Member:
+    # next_msg_seq rides along from the groups row (see get_members): unread is derived.
     return Member(
         account=row.member,
         role=Role(row.role),
@@ -83,24 +84,25 @@ def _member_from_row(row: Row[Any]) -> Member:
         last_send_msg_time=row.last_send_msg_time,
         shut_up_until=row.shut_up_until,
         name_card=row.name_card,
-        unread_msg_num=row.unread_msg_num,
+        unread_msg_num=max(row.next_msg_seq - 1 - row.msg_seq, 0),
         app_member_defined_data=dict(row.app_member_defined_data or {}),
     )
 
 
-def _member_values(sdkappid: int, group_id: str, member: Member) -> dict[str, Any]:
+def _member_values(sdkappid: int, group_id: str, member: Member,
+                   msg_count: int) -> dict[str, Any]:
+    """A new member row; its read mark leaves ``unread_msg_num`` (clamped) unread."""
     return {
         "sdkappid": sdkappid,
         "group_id": group_id,
         "member": member.account,
         "role": member.role.value,
         "join_time": member.join_time,
-        "msg_seq": member.msg_seq,
+        "msg_seq": msg_count - min(member.unread_msg_num, msg_count),
         "msg_flag": member.msg_flag,
         "last_send_msg_time": member.last_send_msg_time,
         "shut_up_until": member.shut_up_until,
         "name_card": member.name_card,
-        "unread_msg_num": member.unread_msg_num,
         "app_member_defined_data": member.app_member_defined_data or None,
     }
 
@@ -234,7 +236,8 @@ class SqlStore:
                 if members:
                     await conn.execute(
                         group_members.insert(),
-                        [_member_values(group.sdkappid, group.group_id, m) for m in members],
+                        [_member_values(group.sdkappid, group.group_id, m,
+                                        group.next_msg_seq - 1) for m in members],
                     )
         except IntegrityError as exc:
             raise errors.GroupIdInUse(f"group ID {group.group_id!r} is already in use") from exc
@@ -255,11 +258,11 @@ class SqlStore:
         key = (groups.c.sdkappid == sdkappid, groups.c.group_id == group_id)
         async with self.db.write() as conn:
             gone = await conn.execute(delete(groups).where(*key))
-            await conn.execute(
-                delete(group_members).where(
-                    group_members.c.sdkappid == sdkappid, group_members.c.group_id == group_id
+            for table in (group_members, group_messages):
+                await conn.execute(
+                    delete(table).where(table.c.sdkappid == sdkappid,
+                                        table.c.group_id == group_id)
                 )
-            )
         return gone.rowcount > 0
 
     async def list_groups(self, sdkappid: int, *, limit: int, offset: int,
@@ -279,7 +282,9 @@ class SqlStore:
     async def get_members(self, sdkappid: int, group_id: str, *, limit: int | None,
                           offset: int = 0, after: tuple[int, str] | None = None,
                           roles: Sequence[str] = ()) -> list[Member]:
-        stmt = select(group_members).where(
+        # Uncorrelated: the planner evaluates it once per page, not once per row.
+        next_seq = select(groups.c.next_msg_seq).where(*_group_key(sdkappid, group_id))
+        stmt = select(group_members, next_seq.scalar_subquery().label("next_msg_seq")).where(
             group_members.c.sdkappid == sdkappid, group_members.c.group_id == group_id
         )
         if roles:
@@ -292,7 +297,8 @@ class SqlStore:
         if offset:
             stmt = stmt.offset(offset)
         async with self.db.read() as conn:
-            return [_member_from_row(row) for row in await conn.execute(stmt)]
+            return [_member_from_row(row) for row in await conn.execute(stmt)
+                    if row.next_msg_seq is not None]
 
     async def get_member_roles(self, sdkappid: int, group_id: str,
                                accounts_: Sequence[str]) -> dict[str, str]:
@@ -308,69 +314,206 @@ class SqlStore:
             )
             return {r.member: r.role for r in rows}
 
+    # --- membership writes ----------------------------------------------------------------
+    #
+    # Every write to a group's roster first locks the group row (FOR UPDATE on PostgreSQL,
+    # the process-wide write lock on SQLite). That serialises them per group, which is what
+    # keeps member_num exact and the cap checked against the true count.
+
+    async def _lock_group(self, conn: AsyncConnection, sdkappid: int, group_id: str) -> Row[Any]:
+        row = (await conn.execute(self.db.locking(
+            select(groups.c.member_num, groups.c.max_member_num, groups.c.next_msg_seq,
+                   groups.c.create_time, groups.c.last_msg_time)
+            .where(*_group_key(sdkappid, group_id))
+        ))).first()
+        if row is None:
+            raise errors.GroupNotFound(f"group {group_id!r} does not exist")
+        return row
+
+    async def _membership(self, conn: AsyncConnection, sdkappid: int, group_id: str,
+                          wanted: Sequence[str]) -> dict[str, bool]:
+        """For each wanted account that exists: is it already a member? One query."""
+        gm = group_members
+        rows = await conn.execute(
+            select(accounts.c.user_id, gm.c.member)
+            .select_from(accounts.outerjoin(gm, and_(
+                gm.c.sdkappid == accounts.c.sdkappid,
+                gm.c.group_id == group_id,
+                gm.c.member == accounts.c.user_id,
+            )))
+            .where(accounts.c.sdkappid == sdkappid, accounts.c.user_id.in_(wanted))
+        )
+        return {r.user_id: r.member is not None for r in rows}
+
     async def add_members(self, sdkappid: int, group_id: str, members: Sequence[Member],
-                          *, cap: int | None, full_error: bool = False) -> dict[str, int]:
-        wanted = [m.account for m in members]
+                          *, full_error: bool = False) -> dict[str, int]:
         async with self.db.write() as conn:
-            group_row = (await conn.execute(self.db.locking(
-                select(groups.c.member_num).where(
-                    groups.c.sdkappid == sdkappid, groups.c.group_id == group_id
-                )
-            ))).first()
-            if group_row is None:
-                raise errors.GroupNotFound(f"group {group_id!r} does not exist")
-            known = await self._existing(conn, sdkappid, wanted)
-            already = set((await conn.execute(
-                select(group_members.c.member).where(
-                    group_members.c.sdkappid == sdkappid,
-                    group_members.c.group_id == group_id,
-                    group_members.c.member.in_(known),
-                )
-            )).scalars()) if known else set()
-            room = None if cap is None else max(cap - group_row.member_num, 0)
-            if full_error and room == 0 and any(
-                m.account in known and m.account not in already for m in members
-            ):
-                raise errors.GroupFull(f"group {group_id!r} is full ({cap} members)")
-            results: dict[str, int] = {}
-            rows = []
-            for m in members:
-                if m.account in results:
-                    continue  # first occurrence in a request decides (documented)
-                if m.account in already:
-                    results[m.account] = MemberResult.ALREADY_MEMBER
-                elif m.account not in known or (room is not None and len(rows) >= room):
-                    results[m.account] = MemberResult.FAILED
-                else:
-                    results[m.account] = MemberResult.ADDED
-                    rows.append(_member_values(sdkappid, group_id, m))
-            if rows:
+            group = await self._lock_group(conn, sdkappid, group_id)
+            status = await self._membership(conn, sdkappid, group_id,
+                                            list({m.account for m in members}))
+            return await self._insert_members(conn, sdkappid, group_id, group, members,
+                                              status, full_error=full_error)
+
+    async def _insert_members(self, conn: AsyncConnection, sdkappid: int, group_id: str,
+                              group: Row[Any], members: Sequence[Member],
+                              status: dict[str, bool], *, full_error: bool) -> dict[str, int]:
+        cap = group.max_member_num
+        room = None if cap is None else max(cap - group.member_num, 0)
+        if full_error and room == 0 and any(status.get(m.account) is False for m in members):
+            raise errors.GroupFull(f"group {group_id!r} is full ({cap} members)")
+        msg_count = group.next_msg_seq - 1
+        results: dict[str, int] = {}
+        rows = []
+        for m in members:
+            if m.account in results:
+                continue  # the first occurrence in a request decides
+            known = status.get(m.account)
+            if known:
+                results[m.account] = MemberResult.ALREADY_MEMBER
+            elif known is None or (room is not None and len(rows) >= room):
+                results[m.account] = MemberResult.FAILED
+            else:
+                results[m.account] = MemberResult.ADDED
+                rows.append(_member_values(sdkappid, group_id, m, msg_count))
+        if rows:
+            # One multi-row statement (insertmanyvalues). RETURNING names the rows really
+            # inserted, so member_num stays exact even if a row appeared since the check.
+            inserted = set((await conn.execute(
+                self.db.insert(group_members).on_conflict_do_nothing()
+                .returning(group_members.c.member),
+                rows,
+            )).scalars())
+            for row in rows:
+                if row["member"] not in inserted:
+                    results[row["member"]] = MemberResult.ALREADY_MEMBER
+            if inserted:
                 await conn.execute(
-                    self.db.insert(group_members).on_conflict_do_nothing(), rows
-                )
-                await conn.execute(
-                    update(groups)
-                    .where(groups.c.sdkappid == sdkappid, groups.c.group_id == group_id)
-                    .values(member_num=groups.c.member_num + len(rows))
+                    update(groups).where(*_group_key(sdkappid, group_id))
+                    .values(member_num=groups.c.member_num + len(inserted))
                 )
         return results
+
+    async def import_members(self, sdkappid: int, group_id: str,
+                             members: Sequence[Member]) -> dict[str, int]:
+        # The same statements as add_members: lock, one membership query, one insert, one
+        # counter update. Only the rows differ (role, join time and unread from the request).
+        return await self.add_members(sdkappid, group_id, members)
 
     async def delete_members(self, sdkappid: int, group_id: str,
                              accounts_: Sequence[str]) -> list[str]:
         key = and_(group_members.c.sdkappid == sdkappid, group_members.c.group_id == group_id)
         async with self.db.write() as conn:
+            await self._lock_group(conn, sdkappid, group_id)
+            # RETURNING: two concurrent deletes of one member must not both count it.
             present = list((await conn.execute(
-                select(group_members.c.member).where(
-                    key, group_members.c.member.in_(set(accounts_))
-                )
+                delete(group_members)
+                .where(key, group_members.c.member.in_(set(accounts_)))
+                .returning(group_members.c.member)
             )).scalars())
             if present:
                 await conn.execute(
-                    delete(group_members).where(key, group_members.c.member.in_(present))
-                )
-                await conn.execute(
-                    update(groups)
-                    .where(groups.c.sdkappid == sdkappid, groups.c.group_id == group_id)
+                    update(groups).where(*_group_key(sdkappid, group_id))
                     .values(member_num=groups.c.member_num - len(present))
                 )
         return present
+
+    async def set_unread(self, sdkappid: int, group_id: str, account: str,
+                         unread: int) -> bool:
+        async with self.db.write() as conn:
+            msg_count = (await self._lock_group(conn, sdkappid, group_id)).next_msg_seq - 1
+            done = await conn.execute(
+                update(group_members)
+                .where(group_members.c.sdkappid == sdkappid,
+                       group_members.c.group_id == group_id,
+                       group_members.c.member == account)
+                .values(msg_seq=msg_count - min(unread, msg_count))
+            )
+        return done.rowcount > 0
+
+    # --- messages -----------------------------------------------------------------------
+
+    async def append_message(self, sdkappid: int, group_id: str, message: GroupMessage,
+                             *, keep: bool, sender_must_be_member: bool) -> int | None:
+        try:
+            async with self.db.write() as conn:
+                # The UPDATE takes the group row lock and hands out the seq in one go.
+                next_seq = (await conn.execute(
+                    update(groups).where(*_group_key(sdkappid, group_id))
+                    .values(next_msg_seq=groups.c.next_msg_seq + 1,
+                            last_msg_time=message.send_time)
+                    .returning(groups.c.next_msg_seq)
+                )).scalar()
+                if next_seq is None:
+                    raise errors.GroupNotFound(f"group {group_id!r} does not exist")
+                seq = next_seq - 1
+                if message.from_account:
+                    # The sender's read mark moves with the message: its own message is not
+                    # unread for it, while everyone else's count grows without a write.
+                    sender = await conn.execute(
+                        update(group_members)
+                        .where(group_members.c.sdkappid == sdkappid,
+                               group_members.c.group_id == group_id,
+                               group_members.c.member == message.from_account)
+                        .values(msg_seq=group_members.c.msg_seq + 1,
+                                last_send_msg_time=message.send_time)
+                    )
+                    if sender_must_be_member and sender.rowcount == 0:
+                        raise _NotAMember
+                if keep:
+                    await conn.execute(group_messages.insert().values(
+                        _message_values(sdkappid, group_id, seq, message)))
+        except _NotAMember:
+            return None
+        return seq
+
+    async def import_messages(self, sdkappid: int, group_id: str,
+                              messages: Sequence[GroupMessage], *,
+                              now: int) -> list[int | None]:
+        async with self.db.write() as conn:
+            group = await self._lock_group(conn, sdkappid, group_id)
+            next_seq, last_time = group.next_msg_seq, group.last_msg_time
+            seqs: list[int | None] = []
+            rows = []
+            for m in messages:
+                if not (group.create_time < m.send_time < now and m.send_time > last_time):
+                    seqs.append(None)
+                    continue
+                seqs.append(next_seq)
+                rows.append(_message_values(sdkappid, group_id, next_seq, m))
+                next_seq, last_time = next_seq + 1, m.send_time
+            if rows:
+                await conn.execute(group_messages.insert(), rows)
+                await conn.execute(
+                    update(groups).where(*_group_key(sdkappid, group_id))
+                    .values(next_msg_seq=next_seq, last_msg_time=last_time)
+                )
+                # Tencent: importing messages leaves every member with nothing unread. The
+                # one O(members) write in messaging, and it only happens during migrations.
+                await conn.execute(
+                    update(group_members)
+                    .where(group_members.c.sdkappid == sdkappid,
+                           group_members.c.group_id == group_id)
+                    .values(msg_seq=next_seq - 1)
+                )
+        return seqs
+
+
+class _NotAMember(Exception):
+    """Rolls back append_message when the sender must be, and is not, a member."""
+
+
+def _group_key(sdkappid: int, group_id: str) -> tuple[Any, Any]:
+    return groups.c.sdkappid == sdkappid, groups.c.group_id == group_id
+
+
+def _message_values(sdkappid: int, group_id: str, seq: int,
+                    message: GroupMessage) -> dict[str, Any]:
+    return {
+        "sdkappid": sdkappid,
+        "group_id": group_id,
+        "msg_seq": seq,
+        "from_account": message.from_account,
+        "send_time": message.send_time,
+        "random": message.random,
+        "msg_body": message.body,
+    }

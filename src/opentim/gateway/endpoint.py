@@ -1,0 +1,182 @@
+"""The client gateway: one WebSocket per client connection, JSON frames (docs/client-protocol.md).
+
+``GET /v4/gateway?sdkappid=&identifier=&usersig=`` upgrades to a WebSocket authenticated
+with the user's own UserSig (the identifier is the user). Every frame the client sends
+counts as a heartbeat; a connection silent for ``heartbeat_timeout`` seconds is dropped
+and its groups see the user leave with ``HeartbeatInterrupt``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from enum import Enum
+from typing import Any
+
+import msgspec
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from opentim import errors, marks
+from opentim.gateway.rooms import LocalRooms
+from opentim.online import Presence
+from opentim.protocol.auth import authenticate
+from opentim.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_AUTH_FAILED = 4001
+CLOSE_HEARTBEAT_TIMEOUT = 4008
+
+
+class MarkItem(msgspec.Struct):
+    Member_Account: str
+    Marks: list[int]
+
+
+class Frame(msgspec.Struct):
+    cmd: str
+    id: int | str | None = None
+    GroupId: str = ""
+    CommandType: int = 0
+    MemberList: list[MarkItem] = []
+
+
+class ConnState(Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_frame = msgspec.json.Decoder(Frame).decode
+
+
+class ClientConnection:
+    """The server's side of one client WebSocket."""
+
+    def __init__(self, runtime: Runtime, rooms: LocalRooms, websocket: WebSocket,
+                 presence: Presence) -> None:
+        self.runtime = runtime
+        self.rooms = rooms
+        self.websocket = websocket
+        self.presence = presence
+        self.state = ConnState.OPEN
+        # Replies and pushed events come from different tasks; one writer at a time.
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, doc: dict[str, Any]) -> None:
+        if self.state is not ConnState.OPEN:
+            return
+        async with self._send_lock:
+            await self.websocket.send_bytes(_encode(doc))
+
+    async def run(self) -> None:
+        timeout = self.runtime.settings.heartbeat_timeout
+        cause = "LinkClose"
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(self.websocket.receive(), timeout)
+                except TimeoutError:
+                    cause = "HeartbeatInterrupt"
+                    break
+                if message["type"] == "websocket.disconnect":
+                    break
+                raw = message.get("bytes") or (message.get("text") or "").encode()
+                await self.handle(raw)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.state = ConnState.CLOSING
+            for group_id in self.presence.groups:
+                self.rooms.leave(self.presence.sdkappid, group_id, self)
+            await self.runtime.online.disconnect(self.presence, cause=cause,
+                                                 now=self.runtime.clock())
+            if cause == "HeartbeatInterrupt":
+                with contextlib.suppress(Exception):
+                    await self.websocket.close(CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout")
+
+    async def handle(self, raw: bytes) -> None:
+        frame_id: int | str | None = None
+        try:
+            try:
+                frame = _decode_frame(raw)
+            except msgspec.DecodeError as exc:
+                raise errors.JsonParseError(f"bad frame: {exc}") from None
+            frame_id = frame.id
+            reply = await self.dispatch(frame)
+            await self.send({"id": frame_id, "ErrorCode": 0, "ErrorInfo": "", **reply})
+        except errors.TimError as exc:
+            await self.send({"id": frame_id, "ErrorCode": exc.code, "ErrorInfo": exc.info})
+        except Exception:
+            log.exception("gateway frame failed")
+            await self.send({"id": frame_id, "ErrorCode": errors.GroupInternalError.code,
+                             "ErrorInfo": "internal server error, try again"})
+
+    async def dispatch(self, frame: Frame) -> dict[str, Any]:
+        online = self.runtime.online
+        now = self.runtime.clock()
+        if frame.cmd == "heartbeat":
+            return {}
+        sdkappid = self.presence.sdkappid
+        if frame.cmd == "join_group":
+            await online.join(self.presence, frame.GroupId, now=now)
+            self.rooms.enter(sdkappid, frame.GroupId, self)
+            return {"GroupId": frame.GroupId}
+        if frame.cmd == "quit_group":
+            await online.quit(self.presence, frame.GroupId, now=now)
+            self.rooms.leave(sdkappid, frame.GroupId, self)
+            return {"GroupId": frame.GroupId}
+        if frame.cmd == "modify_marks":
+            return await self.modify_marks(frame, now)
+        raise errors.InvalidCommand(f"unknown gateway command {frame.cmd!r}")
+
+    async def modify_marks(self, frame: Frame, now: float) -> dict[str, Any]:
+        """A connected group owner or App admin sets/deletes marks >= 1000."""
+        runtime = self.runtime
+        account = self.presence.account
+        app = runtime.apps.get(self.presence.sdkappid)
+        if app is None:
+            raise errors.SdkAppIdNotFound()
+        await marks.require_av_group(runtime, app.sdkappid, frame.GroupId)
+        marks.require_online_list_feature(app)
+        if account not in app.admins:
+            group = (await runtime.store.get_groups(app.sdkappid, [frame.GroupId])).get(
+                frame.GroupId)
+            if group is None or group.owner != account:
+                raise errors.NoPermission(
+                    "only the group owner or an App admin may change marks"
+                )
+        result = await marks.modify_marks(
+            runtime, app, frame.GroupId, frame.CommandType,
+            [(m.Member_Account, m.Marks) for m in frame.MemberList],
+            operator=account, now=now, allow_special=False,
+        )
+        return {"GroupId": frame.GroupId, "CommandType": frame.CommandType,
+                "MemberList": [{"Member_Account": m.account, "Marks": list(m.marks)}
+                               for m in result.members]}
+
+
+async def gateway_endpoint(websocket: WebSocket) -> None:
+    runtime: Runtime = websocket.app.state.runtime
+    rooms: LocalRooms = websocket.app.state.rooms
+    query = websocket.query_params
+    identifier = query.get("identifier", "")
+    await websocket.accept()
+    try:
+        app = await authenticate(
+            runtime, sdkappid=query.get("sdkappid", ""), identifier=identifier,
+            usersig=query.get("usersig", ""), now=runtime.clock(),
+        )
+    except errors.TimError as exc:
+        await websocket.send_bytes(_encode(
+            {"event": "error", "ErrorCode": exc.code, "ErrorInfo": exc.info}))
+        await websocket.close(CLOSE_AUTH_FAILED, "authentication failed")
+        return
+    presence = Presence(conn_id=uuid.uuid4().hex, sdkappid=app.sdkappid, account=identifier)
+    conn = ClientConnection(runtime, rooms, websocket, presence)
+    await conn.send({"event": "connected", "ConnectionId": presence.conn_id,
+                     "HeartbeatTimeout": runtime.settings.heartbeat_timeout})
+    await conn.run()

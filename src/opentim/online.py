@@ -1,0 +1,132 @@
+"""Going online and offline in live groups: the rules between a connection and the list.
+
+AVChatRoom: any imported account may join a group that exists. Community: only members of
+the group, who then appear in its online list. Other types have no online list (10007).
+A user is online in a group while at least one of its connections is in it; the event bus
+hears about an account once, when it goes online and when it goes offline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from opentim import errors
+from opentim.domain import groups as rules
+from opentim.domain.groups import GroupType
+from opentim.events import EventBus, GroupDestroyed, MemberStateChanged
+from opentim.presence.base import PresenceStore
+from opentim.storage.sql import SqlStore
+
+ONLINE_LIST_TYPES = (GroupType.AVCHATROOM, GroupType.COMMUNITY)
+
+
+class GroupTypes:
+    """Short-lived cache of group types, so the online-list hot path skips SQL.
+
+    A group destroyed through this process is forgotten at once; one destroyed through
+    another process may be seen as existing for up to ``ttl`` seconds.
+    """
+
+    def __init__(self, store: SqlStore, ttl: float = 2.0) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._entries: dict[tuple[int, str], tuple[GroupType | None, float]] = {}
+
+    async def get(self, sdkappid: int, group_id: str) -> GroupType | None:
+        key = (sdkappid, group_id)
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        group = (await self._store.get_groups(sdkappid, [group_id])).get(group_id)
+        found = None if group is None else group.type
+        if len(self._entries) > 100_000:
+            self._entries.clear()
+        self._entries[key] = (found, now + self._ttl)
+        return found
+
+    def forget(self, sdkappid: int, group_id: str) -> None:
+        self._entries.pop((sdkappid, group_id), None)
+
+
+async def require_online_list_group(types: GroupTypes, sdkappid: int, group_id: str,
+                                    allowed: tuple[GroupType, ...] = ONLINE_LIST_TYPES,
+                                    ) -> GroupType:
+    rules.check_group_id(group_id)
+    group_type = await types.get(sdkappid, group_id)
+    if group_type is None:
+        raise errors.GroupNotFound(f"group {group_id!r} does not exist or has been dismissed")
+    if group_type not in allowed:
+        raise errors.NoPermission(
+            f"{group_type} groups have no online member list: only "
+            f"{' and '.join(t.value for t in allowed)} groups do"
+        )
+    return group_type
+
+
+@dataclass(eq=False)
+class Presence:
+    """One client connection's place in groups (the gateway owns the socket)."""
+
+    conn_id: str
+    sdkappid: int
+    account: str
+    groups: dict[str, GroupType] = field(default_factory=dict)
+
+
+class OnlineService:
+    def __init__(self, store: SqlStore, presence: PresenceStore, events: EventBus,
+                 types: GroupTypes) -> None:
+        self.store = store
+        self.presence = presence
+        self.events = events
+        self.types = types
+        events.subscribe(self._on_event)
+
+    async def join(self, conn: Presence, group_id: str, *, now: float) -> None:
+        group_type = await require_online_list_group(self.types, conn.sdkappid, group_id)
+        if group_type is GroupType.COMMUNITY:
+            roles = await self.store.get_member_roles(conn.sdkappid, group_id, [conn.account])
+            if not roles:
+                raise errors.NoPermission(
+                    f"{conn.account!r} is not a member of Community group {group_id!r}"
+                )
+        profile = (await self.store.get_profiles(conn.sdkappid, [conn.account])).get(
+            conn.account)
+        if profile is None:
+            raise errors.AccountNotFound(f"account {conn.account!r} has not been imported")
+        became_online = await self.presence.join(
+            conn.sdkappid, group_id, conn.account, conn.conn_id,
+            nick=profile[0], avatar=profile[1], now=now,
+        )
+        conn.groups[group_id] = group_type
+        if became_online:
+            await self._state(conn, group_id, group_type, online=True, cause="Join", now=now)
+
+    async def quit(self, conn: Presence, group_id: str, *, now: float,
+                   cause: str = "Quit") -> None:
+        group_type = conn.groups.pop(group_id, None)
+        if group_type is None:
+            raise errors.NoPermission(f"this connection is not in group {group_id!r}")
+        went_offline = await self.presence.leave(conn.sdkappid, group_id, conn.account,
+                                                 conn.conn_id, now=now)
+        if went_offline:
+            await self._state(conn, group_id, group_type, online=False, cause=cause, now=now)
+
+    async def disconnect(self, conn: Presence, *, cause: str, now: float) -> None:
+        """Leave every group the connection is in (closed, lost, or timed out)."""
+        for group_id in list(conn.groups):
+            await self.quit(conn, group_id, now=now, cause=cause)
+
+    async def _state(self, conn: Presence, group_id: str, group_type: GroupType, *,
+                     online: bool, cause: str, now: float) -> None:
+        await self.events.emit(MemberStateChanged(
+            conn.sdkappid, group_id, group_type.value, conn.account, online, cause,
+            int(now * 1000),
+        ))
+
+    async def _on_event(self, event: object) -> None:
+        if isinstance(event, GroupDestroyed):
+            self.types.forget(event.sdkappid, event.group_id)
+            await self.presence.drop_group(event.sdkappid, event.group_id)

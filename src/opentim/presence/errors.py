@@ -1,0 +1,43 @@
+"""Errors raised by presence stores (re-exported by ``opentim.presence``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+
+class PresenceError(Exception):
+    """Base class of the errors a presence store raises on bad input."""
+
+
+class InvalidMarkError(PresenceError, ValueError):
+    """A mark that is neither >= 1000 nor one of the special marks 500 / 600."""
+
+    def __init__(self, mark: object) -> None:
+        super().__init__(f"invalid mark {mark!r}: marks are >= 1000, 500 or 600")
+        self.mark = mark
+
+
+class InvalidCursorError(PresenceError, ValueError):
+    """A page cursor that no page of this store could have returned."""
+
+
+class MarkLimitError(PresenceError):
+    """A set_marks call would exceed a per-group mark limit; nothing was applied.
+
+    ``kind`` says which limit: ``"distinct_marks"`` (more than ``limit`` distinct marks
+    >= 1000 in the group) or ``"members_per_mark"`` (mark ``mark`` would have more than
+    ``limit`` members).
+    """
+
+    def __init__(
+        self, kind: Literal["distinct_marks", "members_per_mark"], limit: int, mark: int | None
+    ) -> None:
+        what = (
+            f"more than {limit} distinct marks >= 1000 in the group"
+            if kind == "distinct_marks"
+            else f"more than {limit} members with mark {mark}"
+        )
+        super().__init__(what)
+        self.kind = kind
+        self.limit = limit
+        self.mark = mark

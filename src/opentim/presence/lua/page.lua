@@ -1,0 +1,52 @@
+-- page(below, take, mark, now) -> {rows_json, last_seq, n, more}
+-- below: '+inf' or '(<seq>'; mark: '' for the plain list. Rows are spliced here with
+-- table.concat so the reply is ONE bulk string that the client never has to decode.
+local below, take, mark, NOW = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local src = K_ORD
+if mark ~= '' then src = mkey(mark) end
+local k600 = mkey('600')
+local hide600 = mark == '' and redis.call('EXISTS', k600) == 1
+local any500 = redis.call('EXISTS', K_X500) == 1
+local want500 = mark == '500'
+local accs, more = {}, 0
+local max = below
+while true do
+  -- Skipped members (hidden 600, lapsed 500) are bounded by the 1000-per-mark limit,
+  -- so this loop runs a bounded number of times. No WITHSCORES: formatting 500 scores
+  -- costs more than the two ZSCOREs below.
+  local got = redis.call('ZREVRANGEBYSCORE', src, max, '-inf', 'LIMIT', 0, take + 1)
+  local n = #got
+  for i = 1, n do
+    local a = got[i]
+    local ok = true
+    if hide600 and redis.call('ZSCORE', k600, a) then
+      ok = false
+    elseif any500 then
+      local u = redis.call('ZSCORE', K_X500, a)
+      if want500 then
+        ok = u and tonumber(u) > NOW
+      elseif u and tonumber(u) <= NOW then
+        ok = redis.call('HEXISTS', K_NC, a) == 1
+      end
+    elseif want500 then
+      ok = false
+    end
+    if ok then
+      if #accs == take then
+        more = 1
+        break
+      end
+      accs[#accs + 1] = a
+    end
+  end
+  if more == 1 or n < take + 1 then break end
+  max = '(' .. redis.call('ZSCORE', src, got[n])
+end
+if #accs == 0 then return { '[]', 0, 0, 0 } end
+local last = redis.call('ZSCORE', src, accs[#accs])
+local rows = {}
+for i = 1, #accs, 500 do -- HMGET in chunks: unpack() has a stack limit
+  local part = redis.call('HMGET', K_ROW, unpack(accs, i, math.min(i + 499, #accs)))
+  for _, r in ipairs(part) do rows[#rows + 1] = r end
+end
+return { '[' .. table.concat(rows, ',') .. ']', tonumber(last), #accs, more }

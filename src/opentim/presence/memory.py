@@ -1,0 +1,450 @@
+"""In-process presence store.
+
+SINGLE PROCESS ONLY: the state lives in this process's memory, so two server processes
+would each see only their own connections and hand out clashing join sequences. Run
+more than one process with ``RedisPresenceStore``.
+
+Every method is a coroutine that never awaits, so each call is atomic under asyncio.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import attrgetter
+
+from opentim.presence.base import (
+    DEFAULT_MARK500_TTL,
+    DEFAULT_PAGE_CAP,
+    DEFAULT_PAGE_LIMIT,
+    MARK_ALWAYS_ONLINE,
+    MARK_HIDDEN,
+    MAX_DISTINCT_MARKS,
+    MAX_MEMBERS_PER_MARK,
+    MIN_CUSTOM_MARK,
+    MarkedMember,
+    MarkLimitError,
+    MarkResult,
+    Offline,
+    Page,
+    Profiles,
+    RobotsViaMarks,
+    check_mark,
+    check_page_args,
+    encode_row,
+    join_rows,
+    merge_items,
+)
+from opentim.presence.cursor import next_cursor, page_window
+
+_EMPTY = Page(b"[]", 0, 0)
+
+
+class _Entry:
+    """One online member. ``until500`` is 0.0 unless it holds mark 500."""
+
+    __slots__ = ("account", "marks", "nconn", "row", "seq", "until500")
+
+    def __init__(self, account: str, seq: int, row: bytes) -> None:
+        self.account = account
+        self.seq = seq
+        self.row = row
+        self.nconn = 0
+        self.marks: set[int] | None = None  # None saves a set per unmarked member
+        self.until500 = 0.0
+
+    def online(self, now: float) -> bool:
+        return self.nconn > 0 or self.until500 > now
+
+
+_seq_of = attrgetter("seq")
+
+
+class _SeqList:
+    """Entries sorted by join sequence, newest last; a minimal blocked sorted list.
+
+    Sequences only grow, so adding is an append to the last block; removal costs one
+    bisect plus a delete inside a block of at most ``BLOCK`` items; a page seeks its
+    cursor with two bisects and walks backwards. No per-call sort, no O(n) memmove.
+    """
+
+    BLOCK = 512
+    __slots__ = ("_blocks", "_len", "_maxes")
+
+    def __init__(self) -> None:
+        self._blocks: list[list[_Entry]] = []
+        self._maxes: list[int] = []  # seq of the last entry of each block
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def append(self, e: _Entry) -> None:
+        """Add an entry whose seq is larger than every seq in the list."""
+        self._len += 1
+        if self._blocks and len(self._blocks[-1]) < self.BLOCK:
+            self._blocks[-1].append(e)
+            self._maxes[-1] = e.seq
+        else:
+            self._blocks.append([e])
+            self._maxes.append(e.seq)
+
+    def insert(self, e: _Entry) -> None:
+        """Add an entry anywhere (mark indexes: a member's seq predates the mark)."""
+        bi = bisect_left(self._maxes, e.seq)
+        if bi == len(self._blocks):
+            self.append(e)
+            return
+        block = self._blocks[bi]
+        block.insert(bisect_left(block, e.seq, key=_seq_of), e)
+        self._len += 1
+        if len(block) > 2 * self.BLOCK:  # split so inserts stay O(block)
+            half = len(block) // 2
+            self._blocks[bi : bi + 1] = [block[:half], block[half:]]
+            self._maxes[bi : bi + 1] = [block[half - 1].seq, block[-1].seq]
+
+    def remove(self, e: _Entry) -> None:
+        bi = bisect_left(self._maxes, e.seq)
+        block = self._blocks[bi]
+        i = bisect_left(block, e.seq, key=_seq_of)
+        del block[i]
+        self._len -= 1
+        if not block:
+            del self._blocks[bi], self._maxes[bi]
+            return
+        if i == len(block):
+            self._maxes[bi] = block[-1].seq
+        # Merge a shrunken block into its left neighbour so the number of blocks follows
+        # the current size, not the group's join history.
+        if (
+            bi
+            and len(block) < self.BLOCK // 4
+            and len(self._blocks[bi - 1]) + len(block) <= (self.BLOCK)
+        ):
+            self._blocks[bi - 1].extend(block)
+            self._maxes[bi - 1] = self._maxes[bi]
+            del self._blocks[bi], self._maxes[bi]
+
+    def below(self, seq: int | None) -> Iterator[_Entry]:
+        """Entries with a seq strictly below ``seq`` (None: all), newest first."""
+        blocks = self._blocks
+        if not blocks:
+            return
+        if seq is None:
+            bi, i = len(blocks) - 1, len(blocks[-1])
+        else:
+            bi = bisect_left(self._maxes, seq)
+            if bi == len(blocks):
+                bi, i = bi - 1, len(blocks[-1])
+            else:
+                i = bisect_left(blocks[bi], seq, key=_seq_of)
+        while bi >= 0:
+            block = blocks[bi]
+            for j in range(i - 1, -1, -1):
+                yield block[j]
+            bi -= 1
+            i = len(blocks[bi]) if bi >= 0 else 0
+
+
+class _Group:
+    __slots__ = ("by_account", "conns", "marks", "min500", "next_seq", "order")
+
+    def __init__(self) -> None:
+        self.next_seq = 1
+        self.by_account: dict[str, _Entry] = {}
+        self.conns: dict[str, _Entry] = {}
+        self.order = _SeqList()
+        self.marks: dict[int, _SeqList] = {}  # only non-empty indexes
+        # A lower bound of the earliest mark-500 expiry: lets reads skip the expiry scan.
+        self.min500 = math.inf
+
+
+class MemoryPresenceStore(RobotsViaMarks):
+    """Presence kept in this process's memory; for a single server process only."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[int, str], _Group] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    # --- internal state changes (shared by the public methods) ----------------------
+
+    def _new_entry(self, g: _Group, account: str, row: bytes) -> _Entry:
+        e = _Entry(account, g.next_seq, row)
+        g.next_seq += 1
+        g.by_account[account] = e
+        g.order.append(e)
+        return e
+
+    def _add_mark(self, g: _Group, e: _Entry, mark: int) -> None:
+        if e.marks is None:
+            e.marks = set()
+        if mark not in e.marks:
+            e.marks.add(mark)
+            g.marks.setdefault(mark, _SeqList()).insert(e)
+
+    def _drop_mark(self, g: _Group, e: _Entry, mark: int) -> None:
+        if e.marks is None or mark not in e.marks:
+            return
+        e.marks.discard(mark)
+        if not e.marks:
+            e.marks = None
+        idx = g.marks[mark]
+        idx.remove(e)
+        if not idx:
+            del g.marks[mark]
+        if mark == MARK_ALWAYS_ONLINE:
+            e.until500 = 0.0
+
+    def _purge(self, g: _Group, e: _Entry) -> None:
+        """Take ``e`` off the list and out of every mark index."""
+        for m in list(e.marks or ()):
+            self._drop_mark(g, e, m)
+        g.order.remove(e)
+        del g.by_account[e.account]
+
+    def _expire_due(self, g: _Group, now: float) -> list[str]:
+        """Apply lapsed marks 500; returns the members that went offline by it."""
+        if now < g.min500:
+            return []
+        offline: list[str] = []
+        earliest = math.inf
+        idx = g.marks.get(MARK_ALWAYS_ONLINE)
+        for e in list(idx.below(None)) if idx else ():
+            if e.until500 > now:
+                earliest = min(earliest, e.until500)
+            elif e.nconn:
+                self._drop_mark(g, e, MARK_ALWAYS_ONLINE)
+            else:
+                self._purge(g, e)
+                offline.append(e.account)
+        g.min500 = earliest
+        return offline
+
+    # --- connections -----------------------------------------------------------------
+
+    async def join(
+        self,
+        app: int,
+        group: str,
+        account: str,
+        conn_id: str,
+        *,
+        nick: str,
+        avatar: str,
+        now: float,
+    ) -> bool:
+        g = self._groups.get((app, group))
+        if g is None:
+            g = self._groups[(app, group)] = _Group()
+        if conn_id in g.conns:
+            return False
+        became_online = False
+        e = g.by_account.get(account)
+        if e is not None and not e.online(now):
+            self._purge(g, e)  # listed only by a lapsed 500: it is offline already
+            e = None
+        if e is None:
+            e = self._new_entry(g, account, encode_row(account, now, nick, avatar))
+            became_online = True
+        e.nconn += 1
+        g.conns[conn_id] = e
+        return became_online
+
+    async def leave(self, app: int, group: str, account: str, conn_id: str, *, now: float) -> bool:
+        g = self._groups.get((app, group))
+        e = g.conns.get(conn_id) if g else None
+        if g is None or e is None or e.account != account:
+            return False
+        del g.conns[conn_id]
+        e.nconn -= 1
+        if e.nconn:
+            return False
+        if e.until500 > now:
+            # "always online": stays listed, but only mark 500 survives the leave
+            for m in list(e.marks or ()):
+                if m != MARK_ALWAYS_ONLINE:
+                    self._drop_mark(g, e, m)
+            return False
+        self._purge(g, e)
+        return True
+
+    # --- reads -----------------------------------------------------------------------
+
+    async def page(
+        self,
+        app: int,
+        group: str,
+        *,
+        cursor: int = 0,
+        mark: int | None = None,
+        limit: int = DEFAULT_PAGE_LIMIT,
+        cap: int = DEFAULT_PAGE_CAP,
+        now: float,
+    ) -> Page:
+        check_page_args(limit, cap)
+        if mark is not None:
+            check_mark(mark)
+        below, served, take = page_window(cursor, limit, cap)
+        g = self._groups.get((app, group))
+        if g is None or take == 0:
+            return _EMPTY
+        src = g.order if mark is None else g.marks.get(mark)
+        if src is None:
+            return _EMPTY
+        hide600 = mark is None and MARK_HIDDEN in g.marks
+        want500 = mark == MARK_ALWAYS_ONLINE
+        rows: list[bytes] = []
+        last = 0
+        more = False
+        for e in src.below(below):
+            if not (e.nconn or e.until500 > now):
+                continue
+            if hide600 and e.marks and MARK_HIDDEN in e.marks:
+                continue
+            if want500 and e.until500 <= now:
+                continue
+            if len(rows) == take:
+                more = True
+                break
+            rows.append(e.row)
+            last = e.seq
+        return Page(join_rows(rows), next_cursor(last, served, len(rows), more, cap), len(rows))
+
+    async def count(self, app: int, group: str, *, now: float) -> int:
+        g = self._groups.get((app, group))
+        if g is None:
+            return 0
+        n = len(g.by_account)
+        if now >= g.min500 and (idx := g.marks.get(MARK_ALWAYS_ONLINE)):
+            n -= sum(1 for e in idx.below(None) if not e.online(now))
+        return n
+
+    async def is_online(self, app: int, group: str, account: str, *, now: float) -> bool:
+        g = self._groups.get((app, group))
+        e = g.by_account.get(account) if g else None
+        return e is not None and e.online(now)
+
+    async def marks_of(
+        self, app: int, group: str, accounts: Iterable[str], *, now: float
+    ) -> dict[str, tuple[int, ...]]:
+        g = self._groups.get((app, group))
+        out: dict[str, tuple[int, ...]] = {}
+        if g is None:
+            return out
+        for a in accounts:
+            e = g.by_account.get(a)
+            if e is not None and e.online(now):
+                out[a] = _marks_now(e, now)
+        return out
+
+    # --- marks -----------------------------------------------------------------------
+
+    async def set_marks(
+        self,
+        app: int,
+        group: str,
+        items: Sequence[tuple[str, Sequence[int]]],
+        *,
+        now: float,
+        profiles: Profiles | None = None,
+        mark500_ttl: float = DEFAULT_MARK500_TTL,
+        allow_offline_500: bool = True,
+    ) -> MarkResult:
+        merged = merge_items(items)
+        g = self._groups.get((app, group))
+        if g is None:
+            g = self._groups[(app, group)] = _Group()
+        went_offline = self._expire_due(g, now)
+        # After _expire_due every listed entry is online.
+        plan = [
+            (a, g.by_account.get(a), ms)
+            for a, ms in merged.items()
+            if a in g.by_account or (allow_offline_500 and MARK_ALWAYS_ONLINE in ms)
+        ]
+        adds: dict[int, int] = {}
+        for _, e, ms in plan:
+            for m in ms:
+                if e is None or e.marks is None or m not in e.marks:
+                    adds[m] = adds.get(m, 0) + 1
+        _check_limits(
+            {m for m in g.marks if m >= MIN_CUSTOM_MARK},
+            adds,
+            lambda m: len(g.marks[m]) if m in g.marks else 0,
+        )
+        until = now + mark500_ttl
+        result = MarkResult(went_offline=went_offline)
+        for a, e, ms in plan:
+            if e is None:
+                nick, avatar = (profiles or {}).get(a, ("", ""))
+                e = self._new_entry(g, a, encode_row(a, now, nick, avatar))
+                result.went_online.append(a)
+            for m in ms:
+                self._add_mark(g, e, m)
+            if MARK_ALWAYS_ONLINE in ms:
+                e.until500 = until
+                g.min500 = min(g.min500, until)
+            result.members.append(MarkedMember(a, tuple(sorted(e.marks or ()))))
+        return result
+
+    async def delete_marks(
+        self,
+        app: int,
+        group: str,
+        items: Sequence[tuple[str, Sequence[int]]],
+        *,
+        now: float,
+    ) -> MarkResult:
+        merged = merge_items(items)
+        g = self._groups.get((app, group))
+        if g is None:
+            return MarkResult()
+        result = MarkResult(went_offline=self._expire_due(g, now))
+        for a, ms in merged.items():
+            e = g.by_account.get(a)
+            if e is None:
+                continue
+            for m in ms:
+                self._drop_mark(g, e, m)
+            if e.online(now):
+                result.members.append(MarkedMember(a, tuple(sorted(e.marks or ()))))
+            else:  # its 500 was what kept it listed
+                self._purge(g, e)
+                result.members.append(MarkedMember(a, ()))
+                result.went_offline.append(a)
+        return result
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def drop_group(self, app: int, group: str) -> None:
+        self._groups.pop((app, group), None)
+
+    async def sweep(self, now: float) -> list[Offline]:
+        out: list[Offline] = []
+        for (app, group), g in list(self._groups.items()):
+            for a in self._expire_due(g, now):
+                out.append(Offline(app, group, a, "mark500_expired"))
+        return out
+
+
+def _marks_now(e: _Entry, now: float) -> tuple[int, ...]:
+    if not e.marks:
+        return ()
+    return tuple(sorted(m for m in e.marks if m != MARK_ALWAYS_ONLINE or e.until500 > now))
+
+
+def _check_limits(
+    distinct_now: set[int], adds: dict[int, int], size_of: Callable[[int], int]
+) -> None:
+    """Raise MarkLimitError if applying ``adds`` (mark -> new members) breaks a limit."""
+    distinct = distinct_now | {m for m in adds if m >= MIN_CUSTOM_MARK}
+    if len(distinct) > MAX_DISTINCT_MARKS:
+        raise MarkLimitError("distinct_marks", MAX_DISTINCT_MARKS, None)
+    for m in sorted(adds):
+        if size_of(m) + adds[m] > MAX_MEMBERS_PER_MARK:
+            raise MarkLimitError("members_per_mark", MAX_MEMBERS_PER_MARK, m)

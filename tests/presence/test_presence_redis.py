@@ -1,0 +1,156 @@
+"""Redis-only behaviour: crash recovery through node leases, background loops, scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from opentim.presence import Offline
+
+from .conftest import T0
+
+pytestmark = pytest.mark.asyncio(loop_scope="function")
+
+APP = 1400000001
+G = "@TGS#aLIVE"
+
+
+async def join(s: Any, acc: str, conn: str, now: float = T0) -> bool:
+    return await s.join(APP, G, acc, conn, nick="", avatar="", now=now)
+
+
+async def test_crashed_node_swept_by_another(redis_backend: Any) -> None:
+    a = await redis_backend.make(node_id="A", lease_ttl=15, release_on_close=False)
+    b = await redis_backend.make(node_id="B", lease_ttl=15)
+    await join(a, "u1", "a1")
+    await join(a, "u2", "a2")
+    await join(b, "u2", "b2")  # u2 is also connected through B
+    await a.add_robots(APP, G, ["bot"], now=T0)
+    await a.set_marks(APP, G, [("u1", [1000])], now=T0)
+    # A never refreshes its lease (no background task): it "crashed".
+    assert await b.sweep(T0 + 14) == []
+    events = await b.sweep(T0 + 16)
+    assert events == [Offline(APP, G, "u1", "node_lost")]
+    for acc, online in (("u1", False), ("u2", True), ("bot", True)):
+        assert await b.is_online(APP, G, acc, now=T0 + 16) is online
+    assert await b.page(APP, G, cursor=0, mark=1000, now=T0 + 16) == await b.page(
+        APP, G, cursor=0, mark=1001, now=T0 + 16
+    )
+    assert await b.sweep(T0 + 17) == []  # A is gone from the lease table
+    assert not await redis_backend.client.exists(f"{redis_backend.prefix}:ng:{{A}}")
+    assert await b.leave(APP, G, "u2", "b2", now=T0 + 20)
+
+
+async def test_restarted_node_clears_its_leftovers(redis_backend: Any) -> None:
+    old = await redis_backend.make(node_id="N", release_on_close=False)
+    await join(old, "u1", "c1")
+    await old.close()  # without release: as if it had crashed
+    seen: list[Offline] = []
+
+    async def on_offline(events: list[Offline]) -> None:
+        seen.extend(events)
+
+    new = await redis_backend.make(node_id="N", on_offline=on_offline)
+    assert seen == [Offline(APP, G, "u1", "node_lost")]
+    assert await new.count(APP, G, now=T0) == 0
+
+
+async def test_graceful_close_takes_users_offline(redis_backend: Any) -> None:
+    a = await redis_backend.make(node_id="A")
+    b = await redis_backend.make(node_id="B")
+    await join(a, "u1", "c1")
+    await a.close()
+    assert await b.count(APP, G, now=T0) == 0
+    nodes = await redis_backend.client.zrange(f"{redis_backend.prefix}:nodes", 0, -1)
+    assert b"A" not in nodes
+
+
+async def test_background_sweep_with_real_clock(redis_backend: Any) -> None:
+    """A node whose lease is never refreshed is cleaned up by another node's loop."""
+    seen: list[Offline] = []
+
+    async def on_offline(events: list[Offline]) -> None:
+        seen.extend(events)
+
+    a = await redis_backend.make(
+        node_id="A", clock=time.time, lease_ttl=0.3, release_on_close=False
+    )
+    await a.join(APP, G, "u1", "c1", nick="", avatar="", now=time.time())
+    await redis_backend.make(
+        node_id="B",
+        clock=time.time,
+        lease_ttl=0.3,
+        refresh_interval=0.05,
+        sweep_interval=0.05,
+        background=True,
+        on_offline=on_offline,
+    )
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.05)
+    assert seen == [Offline(APP, G, "u1", "node_lost")]
+
+
+async def test_refreshed_lease_survives_and_lost_lease_is_reported(redis_backend: Any) -> None:
+    lost = asyncio.Event()
+
+    async def on_lease_lost() -> None:
+        lost.set()
+
+    a = await redis_backend.make(
+        node_id="A",
+        clock=time.time,
+        lease_ttl=0.3,
+        refresh_interval=0.05,
+        sweep_interval=60,
+        background=True,
+        on_lease_lost=on_lease_lost,
+    )
+    b = await redis_backend.make(node_id="B", clock=time.time)
+    await a.join(APP, G, "u1", "c1", nick="", avatar="", now=time.time())
+    await asyncio.sleep(0.5)  # > lease_ttl: only the refresh keeps A alive
+    assert await b.sweep(time.time()) == []
+    assert not lost.is_set()
+    # A sweeper with a clock far ahead declares A dead: A notices at its next refresh.
+    events = await b.sweep(time.time() + 60)
+    assert events == [Offline(APP, G, "u1", "node_lost")]
+    await asyncio.wait_for(lost.wait(), 2)
+    # A re-registered and keeps working
+    assert await a.join(APP, G, "u2", "c2", nick="", avatar="", now=time.time())
+    assert await b.sweep(time.time()) == []
+
+
+async def test_scripts_reloaded_after_script_flush(redis_backend: Any) -> None:
+    s = await redis_backend.make()
+    await redis_backend.client.script_flush()
+    assert await join(s, "u1", "c1")
+    await redis_backend.client.script_flush()
+    res = await s.add_robots(APP, G, ["bot"], now=T0)  # the pipelined path
+    assert res.went_online == ["bot"]
+
+
+async def test_mark500_sweep_schedule(redis_backend: Any) -> None:
+    a = await redis_backend.make()
+    await a.add_robots(APP, G, ["b1"], now=T0, ttl=10)
+    await a.add_robots(APP, G, ["b2"], now=T0, ttl=20)
+    key = f"{redis_backend.prefix}:x500"
+    assert await redis_backend.client.zscore(key, f"{APP}:{G}") == T0 + 10
+    assert await a.sweep(T0 + 5) == []
+    assert await a.sweep(T0 + 10) == [Offline(APP, G, "b1", "mark500_expired")]
+    assert await redis_backend.client.zscore(key, f"{APP}:{G}") == T0 + 20
+    assert await a.sweep(T0 + 20) == [Offline(APP, G, "b2", "mark500_expired")]
+    assert await redis_backend.client.zscore(key, f"{APP}:{G}") is None
+
+
+async def test_leave_node_batches_large_groups(redis_backend: Any) -> None:
+    a = await redis_backend.make(node_id="A", release_on_close=False)
+    b = await redis_backend.make(node_id="B")
+    for i in range(2500):  # > one HSCAN batch
+        await join(a, f"u{i}", f"c{i}")
+    events = await b.sweep(T0 + 100)
+    assert len({e.account for e in events}) == 2500
+    assert await b.count(APP, G, now=T0 + 100) == 0
