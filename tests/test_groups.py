@@ -115,8 +115,8 @@ async def test_duplicate_group_id(tim) -> None:
 
 
 async def test_import_group_with_create_time(tim, server: Server) -> None:
-    group_id = (await tim.ok(f"{SVC}/import_group",
-                             {"Type": "Public", "Name": "old", "CreateTime": 1448357837}))["GroupId"]
+    body = {"Type": "Public", "Name": "old", "CreateTime": 1448357837}
+    group_id = (await tim.ok(f"{SVC}/import_group", body))["GroupId"]
     [info] = await _info(tim, group_id)
     assert info["CreateTime"] == 1448357837
     assert server.events == []

@@ -113,7 +113,7 @@ async def test_500_survives_disconnect_then_expires(room) -> None:
 
 
 async def test_500_on_an_offline_account(room) -> None:
-    live, app, tim, group_id = room
+    _live, _app, tim, group_id = room
     reply = await modify(tim, group_id, 1, ("u3", [500]), ("ghost", [500]))
     assert reply["MemberList"] == [{"Member_Account": "u3", "Marks": [500]}]
     rows, _ = await members(tim, group_id)
@@ -145,7 +145,7 @@ async def test_robots(room) -> None:
 async def test_ten_distinct_marks(room) -> None:
     live, app, tim, group_id = room
     async with sessions(live, app, ["u0", "u1"], group_id):
-        reply = await modify(tim, group_id, 1, ("u0", list(range(1000, 1010)) + [500, 600]))
+        reply = await modify(tim, group_id, 1, ("u0", [*list(range(1000, 1010)), 500, 600]))
         assert reply["ErrorCode"] == 0
         reply = await modify(tim, group_id, 1, ("u1", [1010]))
         assert reply["ErrorCode"] == 10004 and "10 distinct marks" in reply["ErrorInfo"]
@@ -155,7 +155,7 @@ async def test_ten_distinct_marks(room) -> None:
 
 
 async def test_thousand_members_per_mark(room) -> None:
-    live, app, tim, group_id = room
+    _live, _app, tim, group_id = room
     users = [f"m{i}" for i in range(1001)]
     await import_accounts(tim, *users)
     for start in (0, 500):
@@ -182,7 +182,7 @@ async def test_thousand_members_per_mark(room) -> None:
     ],
 )
 async def test_modify_user_info_errors(room, mutate: dict, code: int) -> None:
-    live, app, tim, group_id = room
+    _live, _app, tim, group_id = room
     body = {"GroupId": group_id, "CommandType": 1,
             "MemberList": [{"Member_Account": "u0", "Marks": [1000]}], **mutate}
     reply = await tim.call(f"{AV}/modify_user_info", body)
@@ -191,7 +191,7 @@ async def test_modify_user_info_errors(room, mutate: dict, code: int) -> None:
 
 
 async def test_only_av_groups(room) -> None:
-    live, app, tim, _ = room
+    _live, _app, tim, _ = room
     for group_type in ("Private", "Public", "ChatRoom", "Community"):
         group_id = await create_group(tim, group_type)
         assert (await modify(tim, group_id, 1, ("u0", [1000])))["ErrorCode"] == 10007
@@ -222,7 +222,7 @@ async def test_edition_gating(live: LiveServer) -> None:
 
 
 async def test_robot_request_errors(room) -> None:
-    live, app, tim, group_id = room
+    _live, _app, tim, group_id = room
     for command in ("add_robots", "del_robots"):
         for body, code in (({"GroupId": group_id, "Member_Account": []}, 10004),
                            ({"GroupId": group_id}, 10004),

@@ -220,7 +220,7 @@ async def test_gateway_refuses_bad_sigs(room) -> None:
 
 
 async def test_get_members_errors(room) -> None:
-    live, app, tim, group_id = room
+    _live, _app, tim, group_id = room
     private = await create_group(tim, "Private")
     cases = [
         ({"GroupId": private, "Timestamp": 0}, 10007),
@@ -236,7 +236,7 @@ async def test_get_members_errors(room) -> None:
 
 
 async def test_online_member_num_errors(room) -> None:
-    live, app, tim, group_id = room
+    _live, _app, tim, _group_id = room
     private = await create_group(tim, "Private")
     for body, code in (({"GroupId": private}, 10007), ({"GroupId": "nope"}, 10010),
                        ({"GroupId": ""}, 10015), ({}, 10004)):
