@@ -265,3 +265,99 @@ def presence_backend(request: pytest.FixtureRequest) -> str:
 async def live(presence_backend: str, tmp_path) -> AsyncIterator[LiveServer]:  # type: ignore[no-untyped-def]
     async with live_server(f"sqlite:///{tmp_path}/live.db", presence_backend) as srv:
         yield srv
+
+
+async def next_event(session, kind: str, timeout: float = 5.0) -> dict:  # type: ignore[no-untyped-def]
+    """The next pushed event of ``kind`` on a gateway session, skipping other kinds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await session.events.get()
+            if event.get("event") == kind:
+                return event
+
+
+# --- a real HTTP receiver for webhooks --------------------------------------------------
+
+
+@dataclass
+class Received:
+    query: dict[str, str]
+    body: dict
+
+
+@dataclass
+class Receiver:
+    """Records every POST; answers with ``statuses`` in turn, then 200."""
+
+    url: str = ""
+    calls: list[Received] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    delay: float = 0.0
+
+    def commands(self) -> list[str]:
+        return [c.query["CallbackCommand"] for c in self.calls]
+
+    def of(self, command: str) -> list[Received]:
+        return [c for c in self.calls if c.query["CallbackCommand"] == command]
+
+    async def wait_for(self, count: int, command: str | None = None,
+                       seconds: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            got = self.of(command) if command else self.calls
+            if len(got) >= count:
+                return got
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"expected {count} {command or 'callbacks'}, got {self.commands()}")
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        from urllib.parse import parse_qsl
+
+        import msgspec
+
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        status = self.statuses.pop(0) if self.statuses else 200
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if status == 200:
+            self.calls.append(Received(dict(parse_qsl(scope["query_string"].decode())),
+                                       msgspec.json.decode(body)))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body",
+                    "body": b'{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}'})
+
+
+@contextlib.asynccontextmanager
+async def serve_asgi(asgi) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+    """Serve any ASGI app on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    uv = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=0, lifespan="off",
+                                       log_level="warning"))
+    task = asyncio.create_task(uv.serve())
+    while not uv.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = uv.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    async with serve_asgi(rec) as url:
+        rec.url = url + "/im-callback"
+        yield rec

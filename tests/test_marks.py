@@ -11,7 +11,7 @@ import pytest
 
 from opentim.client import GatewayError
 from opentim.domain.apps import Edition
-from tests.conftest import LiveServer, create_group, import_accounts, live_server
+from tests.conftest import LiveServer, create_group, import_accounts, live_server, next_event
 from tests.test_online_list import all_pages, members, online_num, sessions
 
 AV = "group_open_avchatroom_http_svc"
@@ -243,8 +243,8 @@ async def test_owner_sets_marks_through_the_gateway_and_the_room_hears(room) -> 
         assert reply["MemberList"] == [{"Member_Account": "u0", "Marks": [1000]}]
         assert await listed(tim, group_id, Mark=1000) == ["u0"]
         for session in (owner, viewer, other):
-            event = await asyncio.wait_for(session.events.get(), 5)
-            assert event["event"] == "marks_changed" and event["GroupId"] == group_id
+            event = await next_event(session, "marks_changed")
+            assert event["GroupId"] == group_id
             assert event["MemberList"] == [{"Member_Account": "u0", "Marks": [1000]}]
         with pytest.raises(GatewayError) as refused:
             await viewer.request("modify_marks", GroupId=group_id, CommandType=1,
@@ -256,5 +256,5 @@ async def test_owner_sets_marks_through_the_gateway_and_the_room_hears(room) -> 
         assert refused.value.code == 10004
         # REST changes reach the room too
         await modify(tim, group_id, 2, ("u0", [1000]))
-        event = await asyncio.wait_for(viewer.events.get(), 5)
+        event = await next_event(viewer, "marks_changed")
         assert event["CommandType"] == 2 and event["Operator_Account"] == "administrator"

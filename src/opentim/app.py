@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 
 from opentim.gateway.endpoint import gateway_endpoint
@@ -34,9 +36,17 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             Route("/v4/{service}/{command}", RestEndpoint(runtime)),
             Route("/v4/{rest:path}", UnknownPath()),
             WebSocketRoute("/gateway", gateway_endpoint),
+            Route("/metrics", metrics),
         ],
         lifespan=lifespan,
     )
     app.state.runtime = runtime
     app.state.rooms = LocalRooms(runtime.events)
     return app
+
+
+async def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus text: webhook deliveries by outcome, queued callbacks."""
+    runtime: Runtime = request.app.state.runtime
+    return PlainTextResponse(runtime.webhooks.prometheus(),
+                             media_type="text/plain; version=0.0.4")

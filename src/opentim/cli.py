@@ -15,6 +15,7 @@ from opentim.protocol import usersig
 from opentim.settings import Settings
 from opentim.storage.database import DEFAULT_DB_URL, Database
 from opentim.storage.sql import SqlStore
+from opentim.webhooks.payloads import CALLBACK_COMMANDS
 
 cli = typer.Typer(help="OpenTIM: a self-hosted Tencent Cloud Chat REST server.",
                   no_args_is_help=True, add_completion=False)
@@ -51,6 +52,8 @@ def _print_app(app: App, *, show_key: bool = True) -> None:
                f"{' calls/s per command' if app.rate_limit else ''}")
     if app.callback_url:
         typer.echo(f"callback URL:  {app.callback_url}")
+        commands = app.callback_commands
+        typer.echo(f"callbacks:     {'all' if commands is None else ', '.join(sorted(commands))}")
 
 
 @cli.command()
@@ -93,6 +96,22 @@ async def _bootstrap(store: SqlStore, host: str, port: int) -> None:
     typer.echo(f"  curl -s -X POST {shlex.quote(url)} -d '{{\"UserID\":\"alice\"}}'")
 
 
+CallbackCommandOption = Annotated[list[str] | None, typer.Option(
+    "--callback-command",
+    help=f"switch on one callback command (repeatable; default: all of "
+         f"{', '.join(CALLBACK_COMMANDS)})")]
+
+
+def _callback_commands(values: list[str] | None) -> frozenset[str] | None:
+    if not values:
+        return None
+    unknown = sorted(set(values) - set(CALLBACK_COMMANDS))
+    if unknown:
+        raise typer.BadParameter(f"unknown callback command(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(CALLBACK_COMMANDS)}")
+    return frozenset(values)
+
+
 def _edition(value: str) -> Edition:
     try:
         return Edition(value)
@@ -110,6 +129,7 @@ def app_create(
         "--online-member-list/--no-online-member-list")] = True,
     callback_url: Annotated[str | None, typer.Option()] = None,
     callback_token: Annotated[str | None, typer.Option()] = None,
+    callback_command: CallbackCommandOption = None,
     rate_limit: Annotated[int, typer.Option(min=0, help="calls/s per command; 0 = off")]
     = DEFAULT_RATE_LIMIT,
     db: DbOption = DEFAULT_DB_URL,
@@ -123,6 +143,7 @@ def app_create(
         online_member_list=online_member_list,
         callback_url=callback_url,
         callback_token=callback_token,
+        callback_commands=_callback_commands(callback_command),
         rate_limit=rate_limit,
     )
 
@@ -147,6 +168,9 @@ def app_update(
         "--online-member-list/--no-online-member-list")] = None,
     callback_url: Annotated[str | None, typer.Option(help="'' removes it")] = None,
     callback_token: Annotated[str | None, typer.Option(help="'' removes it")] = None,
+    callback_command: CallbackCommandOption = None,
+    all_callback_commands: Annotated[bool, typer.Option(
+        help="switch every callback command on")] = False,
     rate_limit: Annotated[int | None, typer.Option(min=0)] = None,
     db: DbOption = DEFAULT_DB_URL,
 ) -> None:
@@ -172,6 +196,10 @@ def app_update(
             changes["callback_token"] = callback_token or None
         if rate_limit is not None:
             changes["rate_limit"] = rate_limit
+        if callback_command:
+            changes["callback_commands"] = _callback_commands(callback_command)
+        if all_callback_commands:
+            changes["callback_commands"] = None
         updated = dataclasses.replace(app, **changes)  # type: ignore[arg-type]
         await store.save_app(updated, now=int(time.time()))
         return updated

@@ -15,6 +15,17 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a change came from, for webhook query strings (ClientIP, OptPlatform)."""
+
+    client_ip: str = ""
+    platform: str = "RESTAPI"  # RESTAPI, Web, Android, iOS, Windows, Mac, iPad, Unknown
+
+
+REST = Origin()
+
+
+@dataclass(frozen=True, slots=True)
 class MembersJoined:
     sdkappid: int
     group_id: str
@@ -23,6 +34,7 @@ class MembersJoined:
     members: tuple[str, ...]
     join_type: str  # "Invited" (REST add, client invite) or "Apply" (client join)
     event_time_ms: int
+    origin: Origin = REST
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +46,7 @@ class MembersExited:
     members: tuple[str, ...]
     exit_type: str  # "Kicked" or "Quit"
     event_time_ms: int
+    origin: Origin = REST
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +56,7 @@ class GroupDestroyed:
     group_type: str
     operator: str
     event_time_ms: int
+    origin: Origin = REST
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +74,7 @@ class MemberStateChanged:
     online: bool
     cause: str
     event_time_ms: int
+    origin: Origin = REST
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +87,28 @@ class MarksChanged:
     command_type: int  # 1 set, 2 delete
     members: tuple[tuple[str, tuple[int, ...]], ...]  # account, every mark it now holds
     event_time_ms: int
+    origin: Origin = REST
 
 
-Event = MembersJoined | MembersExited | GroupDestroyed | MemberStateChanged | MarksChanged
+@dataclass(frozen=True, slots=True)
+class ConnectionStateChanged:
+    """A client connection logged in, logged out, or was disconnected (State.StateChange).
+
+    ``action``/``reason``: Login/Register, Logout/Unregister, Disconnect/LinkClose,
+    Disconnect/TimeOut.
+    """
+
+    sdkappid: int
+    account: str
+    conn_id: str
+    action: str
+    reason: str
+    event_time_ms: int
+    origin: Origin = REST
+
+
+Event = (MembersJoined | MembersExited | GroupDestroyed | MemberStateChanged | MarksChanged
+         | ConnectionStateChanged)
 Subscriber = Callable[[Event], Awaitable[None] | None]
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from opentim import errors
 from opentim.domain.apps import App
 from opentim.domain.groups import GroupType
-from opentim.events import MarksChanged
+from opentim.events import REST, MarksChanged, Origin
 from opentim.online import require_online_list_group
 from opentim.presence.base import (
     MARK_ALWAYS_ONLINE,
@@ -73,18 +73,19 @@ def _limit_error(exc: MarkLimitError) -> errors.TimError:
 
 
 async def _announce(runtime: Runtime, app: App, group_id: str, operator: str,
-                    command_type: int, result: MarkResult, now: float) -> MarkResult:
+                    command_type: int, result: MarkResult, now: float,
+                    origin: Origin) -> MarkResult:
     if result.members:
         await runtime.events.emit(MarksChanged(
             app.sdkappid, group_id, operator, command_type,
-            tuple((m.account, m.marks) for m in result.members), int(now * 1000),
+            tuple((m.account, m.marks) for m in result.members), int(now * 1000), origin,
         ))
     return result
 
 
 async def modify_marks(runtime: Runtime, app: App, group_id: str, command_type: int,
                        items: Items, *, operator: str, now: float,
-                       allow_special: bool) -> MarkResult:
+                       allow_special: bool, origin: Origin = REST) -> MarkResult:
     """Set (1) or delete (2) marks; FAILs when no named account is online."""
     if command_type not in (SET, DELETE):
         raise errors.InvalidParameter("CommandType must be 1 (set) or 2 (delete)")
@@ -112,11 +113,12 @@ async def modify_marks(runtime: Runtime, app: App, group_id: str, command_type: 
             "none of the accounts is online in the group (offline or unknown accounts are "
             "left out; only mark 500 applies to offline accounts)"
         )
-    return await _announce(runtime, app, group_id, operator, command_type, result, now)
+    return await _announce(runtime, app, group_id, operator, command_type, result, now,
+                           origin)
 
 
 async def add_robots(runtime: Runtime, app: App, group_id: str, accounts: Sequence[str], *,
-                     operator: str, now: float) -> MarkResult:
+                     operator: str, now: float, origin: Origin = REST) -> MarkResult:
     _check_robot_accounts(accounts)
     profiles = await runtime.store.get_profiles(app.sdkappid, accounts)
     missing = [a for a in dict.fromkeys(accounts) if a not in profiles]
@@ -131,14 +133,14 @@ async def add_robots(runtime: Runtime, app: App, group_id: str, accounts: Sequen
         )
     except MarkLimitError as exc:
         raise _limit_error(exc) from None
-    return await _announce(runtime, app, group_id, operator, SET, result, now)
+    return await _announce(runtime, app, group_id, operator, SET, result, now, origin)
 
 
 async def del_robots(runtime: Runtime, app: App, group_id: str, accounts: Sequence[str], *,
-                     operator: str, now: float) -> MarkResult:
+                     operator: str, now: float, origin: Origin = REST) -> MarkResult:
     _check_robot_accounts(accounts)
     result = await runtime.presence.del_robots(app.sdkappid, group_id, accounts, now=now)
-    return await _announce(runtime, app, group_id, operator, DELETE, result, now)
+    return await _announce(runtime, app, group_id, operator, DELETE, result, now, origin)
 
 
 def _check_robot_accounts(accounts: Sequence[str]) -> None:

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from opentim import errors
 from opentim.domain import groups as rules
 from opentim.domain.groups import GroupType
-from opentim.events import EventBus, GroupDestroyed, MemberStateChanged
+from opentim.events import REST, EventBus, GroupDestroyed, MemberStateChanged, Origin
 from opentim.presence.base import PresenceStore
 from opentim.storage.sql import SqlStore
 
 ONLINE_LIST_TYPES = (GroupType.AVCHATROOM, GroupType.COMMUNITY)
+# A user back online this soon after a heartbeat interruption "recovered" (the webhook's
+# HeartbeatRecover) rather than joined afresh.
+RECOVER_WINDOW = 120.0
 
 
 class GroupTypes:
@@ -73,6 +76,7 @@ class Presence:
     sdkappid: int
     account: str
     groups: dict[str, GroupType] = field(default_factory=dict)
+    origin: Origin = REST
 
 
 class OnlineService:
@@ -82,6 +86,8 @@ class OnlineService:
         self.presence = presence
         self.events = events
         self.types = types
+        # (sdkappid, group, account) -> when its heartbeat was interrupted
+        self._interrupted: dict[tuple[int, str, str], float] = {}
         events.subscribe(self._on_event)
 
     async def join(self, conn: Presence, group_id: str, *, now: float) -> None:
@@ -102,7 +108,10 @@ class OnlineService:
         )
         conn.groups[group_id] = group_type
         if became_online:
-            await self._state(conn, group_id, group_type, online=True, cause="Join", now=now)
+            lost_at = self._interrupted.pop((conn.sdkappid, group_id, conn.account), None)
+            cause = "HeartbeatRecover" if lost_at is not None and now - lost_at <= RECOVER_WINDOW \
+                else "Join"
+            await self._state(conn, group_id, group_type, online=True, cause=cause, now=now)
 
     async def quit(self, conn: Presence, group_id: str, *, now: float,
                    cause: str = "Quit") -> None:
@@ -112,7 +121,15 @@ class OnlineService:
         went_offline = await self.presence.leave(conn.sdkappid, group_id, conn.account,
                                                  conn.conn_id, now=now)
         if went_offline:
+            if cause == "HeartbeatInterrupt":
+                self._remember_interruption((conn.sdkappid, group_id, conn.account), now)
             await self._state(conn, group_id, group_type, online=False, cause=cause, now=now)
+
+    def _remember_interruption(self, key: tuple[int, str, str], now: float) -> None:
+        if len(self._interrupted) > 100_000:  # bound memory: forget stale interruptions
+            self._interrupted = {k: t for k, t in self._interrupted.items()
+                                 if now - t <= RECOVER_WINDOW}
+        self._interrupted[key] = now
 
     async def disconnect(self, conn: Presence, *, cause: str, now: float) -> None:
         """Leave every group the connection is in (closed, lost, or timed out)."""
@@ -123,7 +140,7 @@ class OnlineService:
                      online: bool, cause: str, now: float) -> None:
         await self.events.emit(MemberStateChanged(
             conn.sdkappid, group_id, group_type.value, conn.account, online, cause,
-            int(now * 1000),
+            int(now * 1000), conn.origin,
         ))
 
     async def _on_event(self, event: object) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opentim.domain.apps import App
-from opentim.events import EventBus
+from opentim.events import REST, EventBus, Origin
 from opentim.online import GroupTypes, OnlineService
 from opentim.presence import PresenceStore, open_presence_store
 from opentim.protocol.ratelimit import RateLimiter
@@ -19,6 +19,7 @@ from opentim.protocol.usersig import SigCache
 from opentim.settings import Settings
 from opentim.storage.database import Database
 from opentim.storage.sql import SqlStore
+from opentim.webhooks.delivery import WebhookDispatcher, WebhookSettings
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,15 @@ class Runtime:
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
     group_types: GroupTypes = field(init=False)
     online: OnlineService = field(init=False)
+    webhooks: WebhookDispatcher = field(init=False)
 
     def __post_init__(self) -> None:
         self.group_types = GroupTypes(self.store)
         self.online = OnlineService(self.store, self.presence, self.events, self.group_types)
+        s = self.settings
+        self.webhooks = WebhookDispatcher(self.apps, self.events, self.clock, WebhookSettings(
+            timeout=s.webhook_timeout, retries=s.webhook_retries,
+            queue_size=s.webhook_queue_size))
 
     @classmethod
     def create(cls, settings: Settings, *, clock: Clock = time.time,
@@ -111,6 +117,7 @@ class Runtime:
         await self.presence.start()
 
     async def close(self) -> None:
+        await self.webhooks.close()
         await self.presence.close()
         await self.apps.close()
         await self.db.close()
@@ -124,6 +131,7 @@ class Context:
     app: App
     identifier: str
     now: float
+    origin: Origin = REST
 
     @property
     def sdkappid(self) -> int:

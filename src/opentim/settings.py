@@ -22,3 +22,7 @@ class Settings:
     heartbeat_timeout: float = 30.0
     # How long mark 500 (and robots) keep a member listed without a connection.
     mark500_ttl: float = 3 * 86400.0
+    # Webhooks: per-attempt timeout, retries after a failed attempt, queued callbacks per app.
+    webhook_timeout: float = 2.0
+    webhook_retries: int = 3
+    webhook_queue_size: int = 10_000

@@ -32,6 +32,7 @@ OPS = st.lists(
 SETTINGS = settings(
     max_examples=30,
     deadline=None,
+    database=None,  # no .hypothesis/ directory in the repository
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 

@@ -107,6 +107,10 @@ class Session:
     async def heartbeat(self) -> None:
         await self.request("heartbeat")
 
+    async def logout(self) -> None:
+        """Log out: leave every group (as a Quit); the server then closes the connection."""
+        await self.request("logout")
+
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
 
@@ -125,9 +129,15 @@ class Session:
 
 @contextlib.asynccontextmanager
 async def connect(server_url: str, *, sdkappid: int, identifier: str, usersig: str,
-                  heartbeat_interval: float | None = None) -> AsyncIterator[Session]:
-    """Open a gateway session; ``heartbeat_interval`` 0 sends no automatic heartbeats."""
-    url = gateway_url(server_url, sdkappid=sdkappid, identifier=identifier, usersig=usersig)
+                  heartbeat_interval: float | None = None,
+                  platform: str = "Unknown") -> AsyncIterator[Session]:
+    """Open a gateway session; ``heartbeat_interval`` 0 sends no automatic heartbeats.
+
+    ``platform`` (Android, iOS, Web, Windows, Mac, iPad, Linux, Unknown) is reported to
+    webhooks as OptPlatform.
+    """
+    url = gateway_url(server_url, sdkappid=sdkappid, identifier=identifier, usersig=usersig,
+                      platform=platform)
     async with ws_connect(url, max_size=1 << 22, ping_interval=None) as ws:
         session = Session(ws, heartbeat_interval=heartbeat_interval)
         await session._start()

@@ -19,6 +19,7 @@ import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from opentim import errors, marks
+from opentim.events import ConnectionStateChanged, Origin
 from opentim.gateway.rooms import LocalRooms
 from opentim.online import Presence
 from opentim.protocol.auth import authenticate
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 CLOSE_NORMAL = 1000
 CLOSE_AUTH_FAILED = 4001
 CLOSE_HEARTBEAT_TIMEOUT = 4008
+PLATFORMS = ("Android", "iOS", "Web", "Windows", "Mac", "iPad", "Linux", "Unknown")
 
 
 class MarkItem(msgspec.Struct):
@@ -63,6 +65,7 @@ class ClientConnection:
         self.websocket = websocket
         self.presence = presence
         self.state = ConnState.OPEN
+        self.logged_out = False
         # Replies and pushed events come from different tasks; one writer at a time.
         self._send_lock = asyncio.Lock()
 
@@ -75,8 +78,9 @@ class ClientConnection:
     async def run(self) -> None:
         timeout = self.runtime.settings.heartbeat_timeout
         cause = "LinkClose"
+        await self._connection_state("Login", "Register")
         try:
-            while True:
+            while not self.logged_out:
                 try:
                     message = await asyncio.wait_for(self.websocket.receive(), timeout)
                 except TimeoutError:
@@ -92,11 +96,27 @@ class ClientConnection:
             self.state = ConnState.CLOSING
             for group_id in self.presence.groups:
                 self.rooms.leave(self.presence.sdkappid, group_id, self)
-            await self.runtime.online.disconnect(self.presence, cause=cause,
-                                                 now=self.runtime.clock())
-            if cause == "HeartbeatInterrupt":
+            # A logout leaves its groups as a Quit; a lost link as a LinkClose.
+            await self.runtime.online.disconnect(
+                self.presence, cause="Quit" if self.logged_out else cause,
+                now=self.runtime.clock())
+            if self.logged_out:
+                await self._connection_state("Logout", "Unregister")
+            else:
+                await self._connection_state(
+                    "Disconnect", "TimeOut" if cause == "HeartbeatInterrupt" else "LinkClose")
+            if cause == "HeartbeatInterrupt" or self.logged_out:
+                code = CLOSE_NORMAL if self.logged_out else CLOSE_HEARTBEAT_TIMEOUT
                 with contextlib.suppress(Exception):
-                    await self.websocket.close(CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout")
+                    await self.websocket.close(code, "logged out" if self.logged_out
+                                               else "heartbeat timeout")
+
+    async def _connection_state(self, action: str, reason: str) -> None:
+        p = self.presence
+        await self.runtime.events.emit(ConnectionStateChanged(
+            p.sdkappid, p.account, p.conn_id, action, reason, int(self.runtime.clock() * 1000),
+            p.origin,
+        ))
 
     async def handle(self, raw: bytes) -> None:
         frame_id: int | str | None = None
@@ -119,6 +139,9 @@ class ClientConnection:
         online = self.runtime.online
         now = self.runtime.clock()
         if frame.cmd == "heartbeat":
+            return {}
+        if frame.cmd == "logout":
+            self.logged_out = True  # the read loop ends after this reply
             return {}
         sdkappid = self.presence.sdkappid
         if frame.cmd == "join_group":
@@ -152,7 +175,7 @@ class ClientConnection:
         result = await marks.modify_marks(
             runtime, app, frame.GroupId, frame.CommandType,
             [(m.Member_Account, m.Marks) for m in frame.MemberList],
-            operator=account, now=now, allow_special=False,
+            operator=account, now=now, allow_special=False, origin=self.presence.origin,
         )
         return {"GroupId": frame.GroupId, "CommandType": frame.CommandType,
                 "MemberList": [{"Member_Account": m.account, "Marks": list(m.marks)}
@@ -175,7 +198,12 @@ async def gateway_endpoint(websocket: WebSocket) -> None:
             {"event": "error", "ErrorCode": exc.code, "ErrorInfo": exc.info}))
         await websocket.close(CLOSE_AUTH_FAILED, "authentication failed")
         return
-    presence = Presence(conn_id=uuid.uuid4().hex, sdkappid=app.sdkappid, account=identifier)
+    platform = query.get("platform", "Unknown")
+    client = websocket.client
+    origin = Origin(client_ip=client.host if client else "",
+                    platform=platform if platform in PLATFORMS else "Unknown")
+    presence = Presence(conn_id=uuid.uuid4().hex, sdkappid=app.sdkappid, account=identifier,
+                        origin=origin)
     conn = ClientConnection(runtime, rooms, websocket, presence)
     await conn.send({"event": "connected", "ConnectionId": presence.conn_id,
                      "HeartbeatTimeout": runtime.settings.heartbeat_timeout})

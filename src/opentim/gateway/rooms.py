@@ -7,19 +7,37 @@ handled (documented as a current limit in docs/client-protocol.md).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import defaultdict
 from typing import Any, Protocol
 
-from opentim.events import Event, EventBus, MarksChanged
+from opentim.events import Event, EventBus, MarksChanged, MemberStateChanged
+
+# Join/leave pushes to a group are coalesced: at most one batch per group per interval, so
+# a 100k-member room sees one frame a second, not one per viewer.
+BATCH_INTERVAL = 1.0
 
 
 class Pushable(Protocol):
     async def send(self, doc: dict[str, Any]) -> None: ...
 
 
+class _Batch:
+    __slots__ = ("offline", "online", "task")
+
+    def __init__(self) -> None:
+        self.online: dict[str, None] = {}
+        self.offline: dict[str, None] = {}
+        self.task: asyncio.Task[None] | None = None
+
+
 class LocalRooms:
-    def __init__(self, events: EventBus) -> None:
+    def __init__(self, events: EventBus, batch_interval: float = BATCH_INTERVAL) -> None:
         self._rooms: dict[tuple[int, str], set[Pushable]] = defaultdict(set)
+        self._batches: dict[tuple[int, str], _Batch] = {}
+        self._last_flush: dict[tuple[int, str], float] = {}
+        self._interval = batch_interval
         events.subscribe(self._on_event)
 
     def enter(self, sdkappid: int, group_id: str, conn: Pushable) -> None:
@@ -39,8 +57,38 @@ class LocalRooms:
         for conn in list(self._rooms.get((sdkappid, group_id), ())):
             await conn.send(doc)
 
+    def _member_state(self, event: MemberStateChanged) -> None:
+        key = (event.sdkappid, event.group_id)
+        if key not in self._rooms:
+            return
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = _Batch()
+        # The latest state of an account in this batch wins.
+        (batch.online if event.online else batch.offline)[event.account] = None
+        (batch.offline if event.online else batch.online).pop(event.account, None)
+        if batch.task is None:
+            since = time.monotonic() - self._last_flush.get(key, 0.0)
+            delay = max(0.0, self._interval - since)
+            batch.task = asyncio.create_task(self._flush(key, delay))
+
+    async def _flush(self, key: tuple[int, str], delay: float) -> None:
+        await asyncio.sleep(delay)
+        batch = self._batches.pop(key)
+        self._last_flush[key] = time.monotonic()
+        if len(self._last_flush) > 10_000:  # keep only recent groups
+            self._last_flush = {k: t for k, t in self._last_flush.items()
+                                if time.monotonic() - t < self._interval}
+        await self.push(key[0], key[1], {
+            "event": "members_changed", "GroupId": key[1],
+            "Online": list(batch.online), "Offline": list(batch.offline),
+            "EventTime": int(time.time() * 1000),
+        })
+
     async def _on_event(self, event: Event) -> None:
-        if isinstance(event, MarksChanged):
+        if isinstance(event, MemberStateChanged):
+            self._member_state(event)
+        elif isinstance(event, MarksChanged):
             await self.push(event.sdkappid, event.group_id, {
                 "event": "marks_changed",
                 "GroupId": event.group_id,

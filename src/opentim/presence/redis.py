@@ -18,7 +18,8 @@ Cluster hash tag, so all keys of one group share a slot and one Lua script may t
     P:x500         zset    "<sdkappid>:<group_id>" -> earliest mark-500 expiry (sweeper)
 
 Every per-group operation is ONE EVALSHA of a script under ``lua/`` (``common.lua``
-prepended), so it is atomic and costs one round trip; pages come back as one bulk string.
+prepended), so it is atomic and costs one round trip. Pages come back as a few bulk
+strings of pre-joined rows (see lua/page.lua), never as one item per row.
 
 Crash safety: each process has a ``node_id`` and a lease in ``P:nodes`` that a background
 task refreshes. ``sweep`` (run on start and periodically by every process) claims nodes
@@ -367,7 +368,7 @@ class RedisPresenceStore(RobotsViaMarks):
         below, served, take = page_window(cursor, limit, cap)
         if take == 0:
             return _EMPTY
-        rows, last, n, more = await self._run(
+        res = await self._run(
             "page",
             self._base(app, group),
             "+inf" if below is None else f"({below}",
@@ -375,7 +376,9 @@ class RedisPresenceStore(RobotsViaMarks):
             "" if mark is None else str(mark),
             _num(now),
         )
-        return Page(rows, next_cursor(int(last), served, int(n), bool(more), cap), int(n))
+        last, n, more = int(res[0]), int(res[1]), bool(res[2])
+        rows = b"[" + b",".join(res[3:]) + b"]"  # chunks of 32 pre-joined rows, never one per row
+        return Page(rows, next_cursor(last, served, n, more, cap), n)
 
     async def count(self, app: int, group: str, *, now: float) -> int:
         return int(await self._run("count", self._base(app, group), _num(now)))
@@ -441,7 +444,8 @@ class RedisPresenceStore(RobotsViaMarks):
         else:
             res = await self._run("set_marks", base, *args)
         if _s(res[0]) == "LIMIT":
-            raise MarkLimitError(_s(res[1]), int(res[2]), int(res[3]) or None)  # type: ignore[arg-type]
+            kind = "distinct_marks" if _s(res[1]) == "distinct_marks" else "members_per_mark"
+            raise MarkLimitError(kind, int(res[2]), int(res[3]) or None)
         result, i = _parse_offline(res)
         for _ in range(int(res[i])):
             acc, new, marks = _s(res[i + 1]), int(res[i + 2]), res[i + 3]

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from opentim import errors
+from opentim.events import REST, Origin
 from opentim.protocol import dispatch, envelope
 from opentim.protocol.auth import authenticate
 from opentim.runtime import Context, Runtime
@@ -40,7 +41,7 @@ class RestEndpoint:
             if scope["method"] != "POST":
                 raise errors.HttpParseError(f"method {scope['method']} not allowed: use POST")
             params = scope["path_params"]
-            ctx = await self._authenticate(scope["query_string"])
+            ctx = await self._authenticate(scope["query_string"], scope.get("client"))
             cmd = dispatch.lookup(params["service"], params["command"])
             # A limit that is on never rounds down to 0, which would mean "off".
             rate = max(1, int(ctx.app.rate_limit * cmd.rate_factor)) if ctx.app.rate_limit else 0
@@ -80,7 +81,8 @@ class RestEndpoint:
             return None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _authenticate(self, query_string: bytes) -> Context:
+    async def _authenticate(self, query_string: bytes,
+                            client: tuple[str, int] | None) -> Context:
         query = dict(parse_qsl(query_string.decode("latin-1")))
         now = self.runtime.clock()
         identifier = query.get("identifier", "")
@@ -95,7 +97,8 @@ class RestEndpoint:
             raise errors.HttpParseError(
                 f"random must be an integer from 0 to {_MAX_RANDOM}, got {random!r}"
             )
-        return Context(self.runtime, app, identifier, now)
+        origin = Origin(client_ip=client[0]) if client else REST
+        return Context(self.runtime, app, identifier, now, origin)
 
 
 _json = msgspec.json.Decoder()

@@ -84,7 +84,7 @@ async def modify_user_info(ctx: Context, req: ModifyUserInfo) -> dict[str, Any]:
     result = await marks.modify_marks(
         ctx.runtime, ctx.app, req.GroupId, req.CommandType,
         [(m.Member_Account, m.Marks) for m in req.MemberList],
-        operator=ctx.identifier, now=ctx.now, allow_special=True,
+        operator=ctx.identifier, now=ctx.now, allow_special=True, origin=ctx.origin,
     )
     return {
         "CommandType": req.CommandType,
@@ -103,7 +103,7 @@ async def add_robots(ctx: Context, req: Robots) -> None:
     await marks.require_av_group(ctx.runtime, ctx.sdkappid, req.GroupId)
     marks.require_online_list_feature(ctx.app)
     await marks.add_robots(ctx.runtime, ctx.app, req.GroupId, req.Member_Account,
-                           operator=ctx.identifier, now=ctx.now)
+                           operator=ctx.identifier, now=ctx.now, origin=ctx.origin)
 
 
 @command(SERVICE, "del_robots", Robots)
@@ -111,4 +111,4 @@ async def del_robots(ctx: Context, req: Robots) -> None:
     await marks.require_av_group(ctx.runtime, ctx.sdkappid, req.GroupId)
     marks.require_online_list_feature(ctx.app)
     await marks.del_robots(ctx.runtime, ctx.app, req.GroupId, req.Member_Account,
-                           operator=ctx.identifier, now=ctx.now)
+                           operator=ctx.identifier, now=ctx.now, origin=ctx.origin)

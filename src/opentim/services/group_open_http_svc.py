@@ -475,7 +475,7 @@ async def add_group_member(ctx: Context, req: AddGroupMember) -> dict[str, Any]:
     if added:
         await ctx.runtime.events.emit(MembersJoined(
             ctx.sdkappid, group.group_id, group.type.value, ctx.identifier, added, "Invited",
-            event_time_ms(ctx),
+            event_time_ms(ctx), ctx.origin,
         ))
     return {"MemberList": [{"Member_Account": a, "Result": r} for a, r in results.items()]}
 
@@ -507,7 +507,7 @@ async def delete_group_member(ctx: Context, req: DeleteGroupMember) -> None:
     if removed:
         await ctx.runtime.events.emit(MembersExited(
             ctx.sdkappid, group.group_id, group.type.value, ctx.identifier, tuple(removed),
-            "Kicked", event_time_ms(ctx),
+            "Kicked", event_time_ms(ctx), ctx.origin,
         ))
 
 

@@ -1,0 +1,85 @@
+"""Which callback each internal event becomes, with Tencent's body shapes (protocol.md §6).
+
+Pure functions: no I/O, so the mapping is tested on its own and the delivery code stays
+about queues and HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from opentim.events import (
+    ConnectionStateChanged,
+    Event,
+    MembersExited,
+    MembersJoined,
+    MemberStateChanged,
+    Origin,
+)
+
+STATE_CHANGE = "State.StateChange"
+MEMBER_STATE_CHANGE = "Group.CallbackOnMemberStateChange"
+AFTER_NEW_MEMBER_JOIN = "Group.CallbackAfterNewMemberJoin"
+AFTER_MEMBER_EXIT = "Group.CallbackAfterMemberExit"
+CALLBACK_COMMANDS = (STATE_CHANGE, MEMBER_STATE_CHANGE, AFTER_NEW_MEMBER_JOIN,
+                     AFTER_MEMBER_EXIT)
+
+# The AV group's state callback names a closed set of causes; a lost link reads as a Quit.
+_AV_CAUSES = {"Join": "Join", "Quit": "Quit", "LinkClose": "Quit",
+              "HeartbeatInterrupt": "HeartbeatInterrupt", "HeartbeatRecover": "HeartbeatRecover"}
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    sdkappid: int
+    command: str
+    body: dict[str, Any]
+    # Deliveries with the same key keep their order (a group, or an account's logins).
+    order_key: str
+    origin: Origin
+    # Tencent's AV member-state callback carries no ClientIP/OptPlatform in its query.
+    bare_query: bool = False
+
+
+def callback_for(event: Event) -> Callback | None:
+    if isinstance(event, MembersJoined):
+        return Callback(event.sdkappid, AFTER_NEW_MEMBER_JOIN, {
+            "CallbackCommand": AFTER_NEW_MEMBER_JOIN,
+            "GroupId": event.group_id,
+            "Type": event.group_type,
+            "JoinType": event.join_type,
+            "Operator_Account": event.operator,
+            "NewMemberList": [{"Member_Account": m} for m in event.members],
+            "EventTime": event.event_time_ms,
+        }, f"g:{event.group_id}", event.origin)
+    if isinstance(event, MembersExited):
+        return Callback(event.sdkappid, AFTER_MEMBER_EXIT, {
+            "CallbackCommand": AFTER_MEMBER_EXIT,
+            "GroupId": event.group_id,
+            "Type": event.group_type,
+            "ExitType": event.exit_type,
+            "Operator_Account": event.operator,
+            "ExitMemberList": [{"Member_Account": m} for m in event.members],
+            "EventTime": event.event_time_ms,
+        }, f"g:{event.group_id}", event.origin)
+    if isinstance(event, MemberStateChanged):
+        if event.group_type != "AVChatRoom":
+            return None  # Community members going online is not a Tencent callback
+        return Callback(event.sdkappid, MEMBER_STATE_CHANGE, {
+            "CallbackCommand": MEMBER_STATE_CHANGE,
+            "GroupId": event.group_id,
+            "Type": event.group_type,
+            "EventType": "Online" if event.online else "Offline",
+            "EventCause": _AV_CAUSES.get(event.cause, event.cause),
+            "MemberList": [{"Member_Account": event.account}],
+            "EventTime": str(event.event_time_ms),  # a string in Tencent's sample
+        }, f"g:{event.group_id}", event.origin, bare_query=True)
+    if isinstance(event, ConnectionStateChanged):
+        return Callback(event.sdkappid, STATE_CHANGE, {
+            "CallbackCommand": STATE_CHANGE,
+            "EventTime": event.event_time_ms,
+            "Info": {"Action": event.action, "To_Account": event.account,
+                     "Reason": event.reason},
+        }, f"u:{event.account}", event.origin)
+    return None

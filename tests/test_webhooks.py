@@ -1,0 +1,274 @@
+"""Webhooks, delivered to a real local HTTP receiver, and the room's pushed events."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+
+import pytest
+
+from opentim.domain.apps import App
+from opentim.webhooks.delivery import sign
+from tests.conftest import (
+    LiveServer,
+    Receiver,
+    create_group,
+    import_accounts,
+    live_server,
+    next_event,
+)
+
+SVC = "group_open_http_svc"
+MEMBER_STATE = "Group.CallbackOnMemberStateChange"
+STATE = "State.StateChange"
+JOIN = "Group.CallbackAfterNewMemberJoin"
+EXIT = "Group.CallbackAfterMemberExit"
+
+
+async def webhook_app(live: LiveServer, receiver: Receiver, **settings) -> App:
+    return await live.new_app(rate_limit=0, callback_url=receiver.url, **settings)
+
+
+def test_sign_matches_tencents_example() -> None:
+    assert sign("xxxxyyyy", 1669872112) == \
+        "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061"
+
+
+async def test_add_and_delete_member_callbacks(live: LiveServer, receiver: Receiver) -> None:
+    app = await webhook_app(live, receiver)
+    async with live.client(app) as tim:
+        await import_accounts(tim, "o", "a", "b")
+        group_id = await create_group(tim, "Public", Owner_Account="o")
+        await tim.ok(f"{SVC}/add_group_member", {"GroupId": group_id, "MemberList": [
+            {"Member_Account": "a"}, {"Member_Account": "b"}]})
+        await tim.ok(f"{SVC}/delete_group_member",
+                     {"GroupId": group_id, "MemberToDel_Account": ["a"]})
+    joined, = await receiver.wait_for(1, JOIN)
+    exited, = await receiver.wait_for(1, EXIT)
+    assert joined.query == {"SdkAppid": str(app.sdkappid), "CallbackCommand": JOIN,
+                            "contenttype": "json", "ClientIP": "127.0.0.1",
+                            "OptPlatform": "RESTAPI"}
+    body = joined.body
+    assert body["GroupId"] == group_id and body["Type"] == "Public"
+    assert body["JoinType"] == "Invited" and body["Operator_Account"] == "administrator"
+    assert body["NewMemberList"] == [{"Member_Account": "a"}, {"Member_Account": "b"}]
+    assert abs(body["EventTime"] / 1000 - time.time()) < 30
+    assert exited.body["ExitType"] == "Kicked"
+    assert exited.body["ExitMemberList"] == [{"Member_Account": "a"}]
+
+
+async def test_imports_are_silent(live: LiveServer, receiver: Receiver) -> None:
+    app = await webhook_app(live, receiver)
+    async with live.client(app) as tim:
+        await tim.ok("im_open_login_svc/account_import", {"UserID": "o"})
+        await import_accounts(tim, "a", "b")
+        group_id = (await tim.ok(f"{SVC}/import_group", {
+            "Type": "Public", "Name": "old", "Owner_Account": "o",
+            "CreateTime": int(time.time()) - 3600}))["GroupId"]
+        await tim.ok(f"{SVC}/import_group_msg", {"GroupId": group_id, "MsgList": [{
+            "From_Account": "o", "SendTime": int(time.time()) - 60, "Random": 1,
+            "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "hi"}}]}]})
+        await tim.ok(f"{SVC}/import_group_member", {"GroupId": group_id,
+                                                    "MemberList": [{"Member_Account": "a"}]})
+        await asyncio.sleep(0.3)
+        assert receiver.calls == []
+        assert live.events == []
+        # the non-silent counterpart, side by side
+        await tim.ok(f"{SVC}/add_group_member", {"GroupId": group_id,
+                                                 "MemberList": [{"Member_Account": "b"}]})
+    await receiver.wait_for(1, JOIN)
+    assert receiver.commands() == [JOIN]
+
+
+async def test_av_member_state_and_login_state(live: LiveServer, receiver: Receiver) -> None:
+    app = await webhook_app(live, receiver)
+    async with live.client(app) as tim:
+        await import_accounts(tim, "u1")
+        group_id = await create_group(tim, "AVChatRoom")
+        async with live.connect(app, "u1", platform="Android") as phone, \
+                live.connect(app, "u1", platform="iOS") as pad:
+            await phone.join_group(group_id)
+            await pad.join_group(group_id)  # same user: counted once
+            await phone.quit_group(group_id)
+            await pad.quit_group(group_id)
+            await pad.logout()
+            await pad.wait_closed()
+    states = await receiver.wait_for(2, MEMBER_STATE)
+    assert [(s.body["EventType"], s.body["EventCause"]) for s in states] == [
+        ("Online", "Join"), ("Offline", "Quit")]
+    assert set(states[0].query) == {"SdkAppid", "CallbackCommand", "contenttype"}
+    assert states[0].body["MemberList"] == [{"Member_Account": "u1"}]
+    assert states[0].body["Type"] == "AVChatRoom" and isinstance(states[0].body["EventTime"], str)
+    logins = await receiver.wait_for(4, STATE)
+    infos = [(c.body["Info"]["Action"], c.body["Info"]["Reason"], c.query["OptPlatform"])
+             for c in logins]
+    assert sorted(infos) == sorted([("Login", "Register", "Android"), ("Login", "Register", "IOS"),
+                                    ("Logout", "Unregister", "IOS"),
+                                    ("Disconnect", "LinkClose", "Android")])
+    assert all(c.body["Info"]["To_Account"] == "u1" for c in logins)
+    assert logins[0].query["ClientIP"] == "127.0.0.1"
+
+
+async def test_heartbeat_interrupt_and_recover(presence_backend, tmp_path,
+                                               receiver: Receiver) -> None:
+    async with live_server(f"sqlite:///{tmp_path}/hb.db", presence_backend,
+                           heartbeat_timeout=0.5) as live:
+        app = await webhook_app(live, receiver)
+        async with live.client(app) as tim:
+            await import_accounts(tim, "u1")
+            group_id = await create_group(tim, "AVChatRoom")
+            async with live.connect(app, "u1", heartbeat_interval=0) as session:
+                await session.join_group(group_id)
+                await asyncio.wait_for(session.wait_closed(), 5)
+            async with live.connect(app, "u1") as session:
+                await session.join_group(group_id)
+                states = await receiver.wait_for(3, MEMBER_STATE)
+    assert [s.body["EventCause"] for s in states] == ["Join", "HeartbeatInterrupt",
+                                                      "HeartbeatRecover"]
+    timeouts = [c for c in receiver.of(STATE) if c.body["Info"]["Reason"] == "TimeOut"]
+    assert len(timeouts) == 1 and timeouts[0].body["Info"]["Action"] == "Disconnect"
+
+
+async def test_signed_deliveries(live: LiveServer, receiver: Receiver) -> None:
+    app = await webhook_app(live, receiver, callback_token="s3cret")
+    async with live.client(app) as tim:
+        await import_accounts(tim, "u1")
+        async with live.connect(app, "u1"):
+            pass
+    call = (await receiver.wait_for(1, STATE))[0]
+    request_time = int(call.query["RequestTime"])
+    assert abs(request_time - time.time()) < 30
+    assert call.query["Sign"] == hashlib.sha256(f"s3cret{request_time}".encode()).hexdigest()
+
+
+async def test_callback_switches(live: LiveServer, receiver: Receiver) -> None:
+    app = await webhook_app(live, receiver, callback_commands=frozenset({MEMBER_STATE}))
+    async with live.client(app) as tim:
+        await import_accounts(tim, "u1", "o")
+        group_id = await create_group(tim, "AVChatRoom")
+        public = await create_group(tim, "Public")
+        await tim.ok(f"{SVC}/add_group_member", {"GroupId": public,
+                                                 "MemberList": [{"Member_Account": "o"}]})
+        async with live.connect(app, "u1") as session:
+            await session.join_group(group_id)
+            await receiver.wait_for(1, MEMBER_STATE)
+    await asyncio.sleep(0.2)
+    assert set(receiver.commands()) == {MEMBER_STATE}
+
+
+async def test_retries_after_receiver_errors(live: LiveServer, receiver: Receiver) -> None:
+    app = await webhook_app(live, receiver)
+    receiver.statuses = [500, 503]
+    async with live.client(app) as tim:
+        await import_accounts(tim, "u1")
+        async with live.connect(app, "u1", heartbeat_interval=0):
+            pass
+    await receiver.wait_for(2, STATE)
+    await live.runtime.webhooks.drain()
+    metrics = live.runtime.webhooks.metrics
+    assert metrics[(app.sdkappid, "retried")] == 2
+    assert metrics[(app.sdkappid, "sent")] == 2
+    assert metrics[(app.sdkappid, "failed")] == 0
+    assert "outcome=\"retried\"} 2" in live.runtime.webhooks.prometheus()
+
+
+async def test_failures_are_counted(presence_backend, tmp_path, receiver: Receiver) -> None:
+    async with live_server(f"sqlite:///{tmp_path}/f.db", presence_backend,
+                           webhook_retries=1) as live:
+        app = await webhook_app(live, receiver)
+        receiver.statuses = [500] * 4
+        async with live.client(app) as tim:
+            await import_accounts(tim, "u1")
+            async with live.connect(app, "u1", heartbeat_interval=0):
+                pass
+        await asyncio.sleep(0.1)
+        await live.runtime.webhooks.drain()
+        metrics = live.runtime.webhooks.metrics
+        assert metrics[(app.sdkappid, "failed")] == 2  # Login and Disconnect
+        assert receiver.calls == []
+
+
+async def test_per_group_ordering(live: LiveServer, receiver: Receiver) -> None:
+    receiver.delay = 0.01  # a slow receiver must not reorder a group's callbacks
+    app = await webhook_app(live, receiver, callback_commands=frozenset({MEMBER_STATE}))
+    async with live.client(app) as tim:
+        await import_accounts(tim, "u1")
+        group_id = await create_group(tim, "AVChatRoom")
+        async with live.connect(app, "u1") as session:
+            for _ in range(10):
+                await session.join_group(group_id)
+                await session.quit_group(group_id)
+    states = await receiver.wait_for(20, MEMBER_STATE)
+    assert [s.body["EventType"] for s in states] == ["Online", "Offline"] * 10
+    times = [int(s.body["EventTime"]) for s in states]
+    assert times == sorted(times)
+
+
+async def test_full_queue_drops_and_counts(presence_backend, tmp_path,
+                                           receiver: Receiver) -> None:
+    receiver.delay = 0.2
+    async with live_server(f"sqlite:///{tmp_path}/q.db", presence_backend,
+                           webhook_queue_size=4) as live:
+        app = await webhook_app(live, receiver, callback_commands=frozenset({MEMBER_STATE}))
+        async with live.client(app) as tim:
+            await import_accounts(tim, "u1")
+            group_id = await create_group(tim, "AVChatRoom")
+            async with live.connect(app, "u1") as session:
+                started = time.monotonic()
+                for _ in range(10):
+                    await session.join_group(group_id)
+                    await session.quit_group(group_id)
+                # delivery never slowed the connection down
+                assert time.monotonic() - started < 2.0
+        await live.runtime.webhooks.drain()
+        metrics = live.runtime.webhooks.metrics
+        dropped, sent = metrics[(app.sdkappid, "dropped")], metrics[(app.sdkappid, "sent")]
+        assert dropped > 0 and dropped + sent == 20
+        assert f'outcome="dropped"}} {dropped}' in live.runtime.webhooks.prometheus()
+
+
+async def test_room_hears_coalesced_joins_and_leaves(live: LiveServer) -> None:
+    app = await live.new_app(rate_limit=0)
+    async with live.client(app) as tim:
+        users = [f"v{i}" for i in range(20)]
+        await import_accounts(tim, "host", *users)
+        group_id = await create_group(tim, "AVChatRoom")
+        async with live.connect(app, "host") as host:
+            await host.join_group(group_id)
+            async with contextlib_sessions(live, app, users, group_id):
+                batch = await next_event(host, "members_changed")
+                more = []
+                while len(batch["Online"]) + len(more) < 20:
+                    more += (await next_event(host, "members_changed"))["Online"]
+                assert sorted(batch["Online"] + more) == sorted(users)
+            left = []
+            while len(left) < 20:
+                left += (await next_event(host, "members_changed"))["Offline"]
+            assert sorted(left) == sorted(users)
+
+
+def contextlib_sessions(live, app, users, group_id):  # type: ignore[no-untyped-def]
+    from tests.test_online_list import sessions
+
+    return sessions(live, app, users, group_id)
+
+
+@pytest.mark.parametrize("count", [3])
+async def test_batches_are_at_most_one_per_interval(live: LiveServer, count: int) -> None:
+    app = await live.new_app(rate_limit=0)
+    async with live.client(app) as tim:
+        users = [f"w{i}" for i in range(count * 10)]
+        await import_accounts(tim, "host", *users)
+        group_id = await create_group(tim, "AVChatRoom")
+        async with live.connect(app, "host") as host:
+            await host.join_group(group_id)
+            stamps = []
+            async with contextlib_sessions(live, app, users, group_id):
+                seen = 0
+                while seen < len(users):
+                    event = await next_event(host, "members_changed")
+                    stamps.append(event["EventTime"])
+                    seen += len(event["Online"])
+            gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+            assert all(gap >= 950 for gap in gaps), gaps  # ms, server-side flush times
