@@ -79,6 +79,7 @@ class Scenario:
     setup: tuple[Call, ...] = ()  # made once per backend and app, before any load
     backends: tuple[str, ...] = ("sqlite", "postgresql")
     needs: str = ""  # for a row without a call: the "service/command" it will measure
+    elsewhere: str = ""  # for a row without a call: a bench/ script that measures it
 
 
 USERS = [f"bench_user_{i}" for i in range(10)]
@@ -112,7 +113,7 @@ SCENARIOS = [
     Scenario("modify_user_info, 500 accounts",
              needs="group_open_avchatroom_http_svc/modify_user_info"),
     Scenario("import_group_member, 300 per call",
-             needs="group_open_http_svc/import_group_member"),
+             needs="group_open_http_svc/import_group_member", elsewhere="import_members.py"),
     Scenario("gateway join/leave churn"),
     Scenario("10k idle gateway connections: memory"),
     Scenario("100k-member group: memory and latency"),
@@ -190,14 +191,28 @@ class Processes:
 
 
 def run(argv: list[str], timeout: float) -> str:
+    """Run a child to completion in its own process group; on timeout or interruption the
+    group gets SIGINT (time to clean up its own children), then SIGKILL."""
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     try:
-        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"timed out after {timeout:.0f} s: {' '.join(argv)}") from None
-    if done.returncode != 0:
-        raise BenchError(f"failed ({done.returncode}): {' '.join(argv)}\n"
-                         f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return done.stdout
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise BenchError(f"timed out after {timeout:.0f} s: {' '.join(argv)}") from None
+        raise
+    if proc.returncode != 0:
+        raise BenchError(f"failed ({proc.returncode}): {' '.join(argv)}\n"
+                         f"{out[-2000:]}{err[-2000:]}")
+    return out
 
 
 # --- backends ---------------------------------------------------------------------------
@@ -389,7 +404,9 @@ class Suite:
         for s in SCENARIOS:
             if s.call is None:
                 status = "not yet implemented"
-                if tuple(s.needs.split("/")) in dispatch.COMMANDS:
+                if s.elsewhere and (BENCH / s.elsewhere).exists():
+                    status = f"see bench/{s.elsewhere} below"
+                elif tuple(s.needs.split("/")) in dispatch.COMMANDS:
                     status += f" (the server has {s.needs.split('/')[1]})"
                 self.rows.append(Row(s, "—", status=status))
                 continue
@@ -546,8 +563,9 @@ def import_members(quick: bool) -> str | None:
     script = BENCH / "import_members.py"
     if not script.exists():
         return None
-    argv = [PY, str(script), "--quick"]
-    return f"$ python bench/import_members.py --quick\n{run(argv, 60 if quick else 900)}"
+    flags = ["--quick"] if quick else []
+    out = run([PY, str(script), *flags], 60 if quick else 3600)
+    return f"$ python bench/import_members.py {' '.join(flags)}\n{out}"
 
 
 # --- entry point ------------------------------------------------------------------------
@@ -585,7 +603,6 @@ def main(argv: list[str]) -> int:
             suite.measure(wrk_bin)
         finally:
             suite.stop()
-    extra = import_members(args.quick)
     pin = "server on core 0, wrk on core 1" if pinned(0) else "no CPU pinning (taskset missing)"
     report = "\n".join([
         f"OpenTIM bench ({mode}): `{' '.join(['bench/run', *argv])}`",
@@ -601,13 +618,17 @@ def main(argv: list[str]) -> int:
         *suite.notes,
         f"took {time.monotonic() - started:.0f} s",
     ])
-    print("\n" + report)
-    if extra:
-        print("\n" + extra)
+    print("\n" + report + "\n", flush=True)
+    try:
+        extra = import_members(args.quick) or ""
+    except BenchError as exc:
+        extra = f"bench/import_members.py FAILED: {exc}"
+        suite.failures.append(extra)
+    print(extra)
     results = BENCH / "results"
     results.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (results / f"{stamp}-{mode}.md").write_text(report + "\n" + (extra or ""))
+    (results / f"{stamp}-{mode}.md").write_text(f"{report}\n\n{extra}")
     for failure in suite.failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     return 1 if suite.failures else 0

@@ -15,7 +15,7 @@ from TLSSigAPIv2 import TLSSigAPIv2
 from opentim.client import GatewayError, connect
 from opentim.domain.apps import Edition
 from opentim.events import MemberStateChanged
-from tests.conftest import LiveServer, create_group, import_accounts, live_server
+from tests.conftest import LiveServer, create_group, import_accounts, live_server, next_event
 
 AV = "group_open_avchatroom_http_svc"
 
@@ -251,3 +251,59 @@ async def test_destroyed_group_empties_its_list(room) -> None:
         await tim.ok("group_open_http_svc/destroy_group", {"GroupId": group_id})
         assert (await tim.call(f"{AV}/get_members",
                                {"GroupId": group_id, "Timestamp": 0}))["ErrorCode"] == 10010
+
+
+async def test_bad_frames_keep_their_id(room) -> None:
+    live, app, _tim, _group_id = room
+    async with live.connect(app, "u1") as session:
+        with pytest.raises(GatewayError) as refused:
+            await session.request("join_group", GroupId=123)
+        assert refused.value.code == 10004
+        with pytest.raises(GatewayError) as refused:
+            await session.request("modify_marks", GroupId="g", CommandType="1")
+        assert refused.value.code == 10004
+        raw = session._ws
+        await raw.send(b"[1,2]")
+        await raw.send(b"{not json")
+        for _ in range(2):
+            event = await asyncio.wait_for(session.events.get(), 5)
+            assert event["ErrorCode"] == 60003 and event["id"] is None
+
+
+async def test_logout_is_applied_before_its_reply(room) -> None:
+    live, app, tim, group_id = room
+    async with live.connect(app, "u1") as session:
+        await session.join_group(group_id)
+        await session.logout()
+        assert await online_num(tim, group_id) == 0
+        await asyncio.wait_for(session.wait_closed(), 5)
+        assert session.close_code == 1000
+
+
+async def test_removed_community_member_leaves_the_list(room) -> None:
+    live, app, tim, _ = room
+    group_id = await create_group(tim, "Community", MemberList=[
+        {"Member_Account": "u1"}, {"Member_Account": "u2"}])
+    async with live.connect(app, "u1") as kicked, live.connect(app, "u2") as stays:
+        await kicked.join_group(group_id)
+        await stays.join_group(group_id)
+        await tim.ok("group_open_http_svc/delete_group_member",
+                     {"GroupId": group_id, "MemberToDel_Account": ["u1"]})
+        assert [r["Member_Account"] for r in (await members(tim, group_id))[0]] == ["u2"]
+        event = await next_event(kicked, "removed_from_group")
+        assert event == {"event": "removed_from_group", "GroupId": group_id,
+                         "Reason": "Kicked"}
+        with pytest.raises(GatewayError):
+            await kicked.quit_group(group_id)
+
+
+async def test_dismissed_group_tells_its_connections(room) -> None:
+    live, app, tim, group_id = room
+    async with live.connect(app, "u1") as session:
+        await session.join_group(group_id)
+        await tim.ok("group_open_http_svc/destroy_group", {"GroupId": group_id})
+        event = await next_event(session, "removed_from_group")
+        assert event["Reason"] == "GroupDestroyed"
+        with pytest.raises(GatewayError) as refused:
+            await session.quit_group(group_id)
+        assert refused.value.code == 10007

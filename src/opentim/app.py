@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 
-from opentim.gateway.endpoint import gateway_endpoint
+from opentim.gateway.endpoint import CLOSE_LEASE_LOST, gateway_endpoint
 from opentim.gateway.rooms import LocalRooms
 from opentim.protocol.dispatch import load_services
 from opentim.protocol.rest import RestEndpoint, UnknownPath
@@ -23,12 +23,20 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     load_services()
     runtime = runtime or Runtime.create(settings or Settings())
 
+    rooms = LocalRooms(runtime.events, runtime.clock)
+
+    async def drop_connections() -> None:
+        await rooms.close_all(CLOSE_LEASE_LOST, "presence lease lost: reconnect")
+
+    runtime.lease_lost_hooks.append(drop_connections)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         await runtime.start()
         try:
             yield
         finally:
+            await rooms.close()
             await runtime.close()
 
     app = Starlette(
@@ -41,7 +49,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     app.state.runtime = runtime
-    app.state.rooms = LocalRooms(runtime.events)
+    app.state.rooms = rooms
     return app
 
 

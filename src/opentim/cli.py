@@ -76,8 +76,9 @@ def serve(
     settings = Settings(db=db, redis=redis, host=host, port=port,
                         heartbeat_timeout=heartbeat_timeout)
     asyncio.run(_with_store(db, lambda store: _bootstrap(store, host, port)))
+    # No access log: request URLs carry UserSigs, which must not end up in log files.
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                lifespan="on")
+                lifespan="on", access_log=False)
 
 
 async def _bootstrap(store: SqlStore, host: str, port: int) -> None:

@@ -19,7 +19,7 @@ class Origin:
     """Where a change came from, for webhook query strings (ClientIP, OptPlatform)."""
 
     client_ip: str = ""
-    platform: str = "RESTAPI"  # RESTAPI, Web, Android, iOS, Windows, Mac, iPad, Unknown
+    platform: str = "RESTAPI"  # RESTAPI, Web, Android, iOS, Windows, Mac, iPad, Linux, Unknown
 
 
 REST = Origin()

@@ -15,7 +15,7 @@ from opentim import errors
 from opentim.domain import groups as rules
 from opentim.domain.groups import GroupType
 from opentim.events import REST, EventBus, GroupDestroyed, MemberStateChanged, Origin
-from opentim.presence.base import PresenceStore
+from opentim.presence.base import Offline, PresenceStore
 from opentim.storage.sql import SqlStore
 
 ONLINE_LIST_TYPES = (GroupType.AVCHATROOM, GroupType.COMMUNITY)
@@ -135,6 +135,18 @@ class OnlineService:
         """Leave every group the connection is in (closed, lost, or timed out)."""
         for group_id in list(conn.groups):
             await self.quit(conn, group_id, now=now, cause=cause)
+
+    async def report_offline(self, gone: list[Offline], *, now: float) -> None:
+        """Members a presence sweep took offline: a dead process's users, lapsed 500s."""
+        for member in gone:
+            group_type = await self.types.get(member.app, member.group)
+            if group_type is None:
+                continue
+            cause = "HeartbeatInterrupt" if member.reason == "node_lost" else "Quit"
+            await self.events.emit(MemberStateChanged(
+                member.app, member.group, group_type.value, member.account, False, cause,
+                int(now * 1000),
+            ))
 
     async def _state(self, conn: Presence, group_id: str, group_type: GroupType, *,
                      online: bool, cause: str, now: float) -> None:

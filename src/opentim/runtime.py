@@ -7,13 +7,13 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from opentim.domain.apps import App
 from opentim.events import REST, EventBus, Origin
 from opentim.online import GroupTypes, OnlineService
-from opentim.presence import PresenceStore, open_presence_store
+from opentim.presence import Offline, PresenceStore, open_presence_store
 from opentim.protocol.ratelimit import RateLimiter
 from opentim.protocol.usersig import SigCache
 from opentim.settings import Settings
@@ -100,16 +100,35 @@ class Runtime:
             timeout=s.webhook_timeout, retries=s.webhook_retries,
             queue_size=s.webhook_queue_size))
 
+    # Called when this process's presence lease was lost (Redis): its connections were
+    # swept by another process, so the gateway closes them and clients reconnect.
+    lease_lost_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
     @classmethod
     def create(cls, settings: Settings, *, clock: Clock = time.time,
                **presence_options: object) -> Runtime:
         db = Database(settings.db)
         store = SqlStore(db)
+        # The Redis store reports members its background sweeps take offline (a crashed
+        # process's users, lapsed mark 500s); the runtime it reports to is built below.
+        built: list[Runtime] = []
+        if settings.redis:
+            async def on_offline(gone: list[Offline]) -> None:
+                await built[0].online.report_offline(gone, now=clock())
+
+            async def on_lease_lost() -> None:
+                for hook in built[0].lease_lost_hooks:
+                    await hook()
+
+            presence_options.setdefault("on_offline", on_offline)
+            presence_options.setdefault("on_lease_lost", on_lease_lost)
         presence = open_presence_store(settings.redis, node_id=uuid.uuid4().hex, clock=clock,
                                        **presence_options)
-        return cls(settings=settings, db=db, store=store,
-                   apps=AppRegistry(store, settings.app_refresh_interval), presence=presence,
-                   clock=clock)
+        runtime = cls(settings=settings, db=db, store=store,
+                      apps=AppRegistry(store, settings.app_refresh_interval), presence=presence,
+                      clock=clock)
+        built.append(runtime)
+        return runtime
 
     async def start(self) -> None:
         await self.db.migrate()

@@ -1,6 +1,6 @@
 """The client gateway: one WebSocket per client connection, JSON frames (docs/client-protocol.md).
 
-``GET /v4/gateway?sdkappid=&identifier=&usersig=`` upgrades to a WebSocket authenticated
+``GET /gateway?sdkappid=&identifier=&usersig=`` upgrades to a WebSocket authenticated
 with the user's own UserSig (the identifier is the user). Every frame the client sends
 counts as a heartbeat; a connection silent for ``heartbeat_timeout`` seconds is dropped
 and its groups see the user leave with ``HeartbeatInterrupt``.
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 CLOSE_NORMAL = 1000
 CLOSE_AUTH_FAILED = 4001
 CLOSE_HEARTBEAT_TIMEOUT = 4008
+CLOSE_LEASE_LOST = 4009
 PLATFORMS = ("Android", "iOS", "Web", "Windows", "Mac", "iPad", "Linux", "Unknown")
 
 
@@ -40,7 +41,7 @@ class MarkItem(msgspec.Struct):
 
 class Frame(msgspec.Struct):
     cmd: str
-    id: int | str | None = None
+    id: Any = None  # echoed back as sent
     GroupId: str = ""
     CommandType: int = 0
     MemberList: list[MarkItem] = []
@@ -52,7 +53,7 @@ class ConnState(Enum):
 
 
 _encode = msgspec.json.Encoder().encode
-_decode_frame = msgspec.json.Decoder(Frame).decode
+_decode_json = msgspec.json.Decoder().decode
 
 
 class ClientConnection:
@@ -94,12 +95,7 @@ class ClientConnection:
             pass
         finally:
             self.state = ConnState.CLOSING
-            for group_id in self.presence.groups:
-                self.rooms.leave(self.presence.sdkappid, group_id, self)
-            # A logout leaves its groups as a Quit; a lost link as a LinkClose.
-            await self.runtime.online.disconnect(
-                self.presence, cause="Quit" if self.logged_out else cause,
-                now=self.runtime.clock())
+            await self._leave_all(cause, self.runtime.clock())
             if self.logged_out:
                 await self._connection_state("Logout", "Unregister")
             else:
@@ -111,6 +107,28 @@ class ClientConnection:
                     await self.websocket.close(code, "logged out" if self.logged_out
                                                else "heartbeat timeout")
 
+    async def _leave_all(self, cause: str, now: float) -> None:
+        for group_id in self.presence.groups:
+            self.rooms.leave(self.presence.sdkappid, group_id, self)
+        await self.runtime.online.disconnect(self.presence, cause=cause, now=now)
+
+    @property
+    def account(self) -> str:
+        return self.presence.account
+
+    async def removed_from(self, group_id: str, reason: str) -> None:
+        """The member was removed (Kicked) or the group dismissed: leave it and say so."""
+        if group_id in self.presence.groups:
+            await self.runtime.online.quit(self.presence, group_id, now=self.runtime.clock(),
+                                           cause="Quit")
+        await self.send({"event": "removed_from_group", "GroupId": group_id,
+                         "Reason": reason})
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close from the server side (lease lost, group gone); the read loop then ends."""
+        with contextlib.suppress(Exception):
+            await self.websocket.close(code, reason)
+
     async def _connection_state(self, action: str, reason: str) -> None:
         p = self.presence
         await self.runtime.events.emit(ConnectionStateChanged(
@@ -119,13 +137,19 @@ class ClientConnection:
         ))
 
     async def handle(self, raw: bytes) -> None:
-        frame_id: int | str | None = None
+        frame_id: Any = None
         try:
             try:
-                frame = _decode_frame(raw)
+                doc = _decode_json(raw)
             except msgspec.DecodeError as exc:
                 raise errors.JsonParseError(f"bad frame: {exc}") from None
-            frame_id = frame.id
+            if not isinstance(doc, dict):
+                raise errors.JsonParseError("a frame must be a JSON object")
+            frame_id = doc.get("id")
+            try:
+                frame = msgspec.convert(doc, Frame, strict=True)
+            except msgspec.ValidationError as exc:
+                raise errors.InvalidParameter(f"invalid frame: {exc}") from None
             reply = await self.dispatch(frame)
             await self.send({"id": frame_id, "ErrorCode": 0, "ErrorInfo": "", **reply})
         except errors.TimError as exc:
@@ -141,6 +165,7 @@ class ClientConnection:
         if frame.cmd == "heartbeat":
             return {}
         if frame.cmd == "logout":
+            await self._leave_all("Quit", now)  # applied before the reply, like every command
             self.logged_out = True  # the read loop ends after this reply
             return {}
         sdkappid = self.presence.sdkappid

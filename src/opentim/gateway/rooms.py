@@ -8,11 +8,22 @@ handled (documented as a current limit in docs/client-protocol.md).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from opentim.events import Event, EventBus, MarksChanged, MemberStateChanged
+from opentim.events import (
+    Event,
+    EventBus,
+    GroupDestroyed,
+    MarksChanged,
+    MembersExited,
+    MemberStateChanged,
+)
+
+log = logging.getLogger(__name__)
 
 # Join/leave pushes to a group are coalesced: at most one batch per group per interval, so
 # a 100k-member room sees one frame a second, not one per viewer.
@@ -20,7 +31,13 @@ BATCH_INTERVAL = 1.0
 
 
 class Pushable(Protocol):
+    account: str
+
     async def send(self, doc: dict[str, Any]) -> None: ...
+
+    async def removed_from(self, group_id: str, reason: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
 
 
 class _Batch:
@@ -33,7 +50,10 @@ class _Batch:
 
 
 class LocalRooms:
-    def __init__(self, events: EventBus, batch_interval: float = BATCH_INTERVAL) -> None:
+    def __init__(self, events: EventBus, clock: Callable[[], float] = time.time,
+                 batch_interval: float = BATCH_INTERVAL) -> None:
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
         self._rooms: dict[tuple[int, str], set[Pushable]] = defaultdict(set)
         self._batches: dict[tuple[int, str], _Batch] = {}
         self._last_flush: dict[tuple[int, str], float] = {}
@@ -55,7 +75,16 @@ class LocalRooms:
 
     async def push(self, sdkappid: int, group_id: str, doc: dict[str, Any]) -> None:
         for conn in list(self._rooms.get((sdkappid, group_id), ())):
-            await conn.send(doc)
+            try:
+                await conn.send(doc)
+            except Exception:  # that client is going away; the others still get it
+                log.debug("push to a closing connection failed", exc_info=True)
+
+    def _push_soon(self, sdkappid: int, group_id: str, doc: dict[str, Any]) -> None:
+        """Push in the background: a slow client must not delay the call that changed things."""
+        task = asyncio.create_task(self.push(sdkappid, group_id, doc))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _member_state(self, event: MemberStateChanged) -> None:
         key = (event.sdkappid, event.group_id)
@@ -71,6 +100,8 @@ class LocalRooms:
             since = time.monotonic() - self._last_flush.get(key, 0.0)
             delay = max(0.0, self._interval - since)
             batch.task = asyncio.create_task(self._flush(key, delay))
+            self._tasks.add(batch.task)
+            batch.task.add_done_callback(self._tasks.discard)
 
     async def _flush(self, key: tuple[int, str], delay: float) -> None:
         await asyncio.sleep(delay)
@@ -82,14 +113,27 @@ class LocalRooms:
         await self.push(key[0], key[1], {
             "event": "members_changed", "GroupId": key[1],
             "Online": list(batch.online), "Offline": list(batch.offline),
-            "EventTime": int(time.time() * 1000),
+            "EventTime": int(self._clock() * 1000),
         })
 
+    async def _removed(self, sdkappid: int, group_id: str, accounts: set[str] | None,
+                       reason: str) -> None:
+        """Connections of removed members (or all, for a dismissed group) leave the room."""
+        for conn in list(self._rooms.get((sdkappid, group_id), ())):
+            if accounts is None or conn.account in accounts:
+                self.leave(sdkappid, group_id, conn)
+                await conn.removed_from(group_id, reason)
+
     async def _on_event(self, event: Event) -> None:
-        if isinstance(event, MemberStateChanged):
+        if isinstance(event, GroupDestroyed):
+            await self._removed(event.sdkappid, event.group_id, None, "GroupDestroyed")
+        elif isinstance(event, MembersExited):
+            await self._removed(event.sdkappid, event.group_id, set(event.members),
+                                event.exit_type)
+        elif isinstance(event, MemberStateChanged):
             self._member_state(event)
         elif isinstance(event, MarksChanged):
-            await self.push(event.sdkappid, event.group_id, {
+            self._push_soon(event.sdkappid, event.group_id, {
                 "event": "marks_changed",
                 "GroupId": event.group_id,
                 "CommandType": event.command_type,
@@ -98,3 +142,14 @@ class LocalRooms:
                                for a, m in event.members],
                 "EventTime": event.event_time_ms,
             })
+
+    def connections(self) -> set[Pushable]:
+        return {conn for room in self._rooms.values() for conn in room}
+
+    async def close_all(self, code: int, reason: str) -> None:
+        for conn in self.connections():
+            await conn.close(code, reason)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
