@@ -126,19 +126,37 @@ class _SeqList:
             self._maxes[bi - 1] = self._maxes[bi]
             del self._blocks[bi], self._maxes[bi]
 
+    def _start(self, seq: int | None) -> tuple[int, int]:
+        """Block index and position just past the newest entry below ``seq``."""
+        blocks = self._blocks
+        if seq is None:
+            return len(blocks) - 1, len(blocks[-1])
+        bi = bisect_left(self._maxes, seq)
+        if bi == len(blocks):
+            return bi - 1, len(blocks[-1])
+        return bi, bisect_left(blocks[bi], seq, key=_seq_of)
+
+    def take_below(self, seq: int | None, n: int) -> list[_Entry]:
+        """Up to ``n`` entries below ``seq``, newest first, copied a block slice at a time."""
+        blocks = self._blocks
+        out: list[_Entry] = []
+        if not blocks:
+            return out
+        bi, i = self._start(seq)
+        while bi >= 0 and len(out) < n:
+            block = blocks[bi]
+            start = max(0, i - (n - len(out)))
+            out.extend(reversed(block[start:i]))
+            bi -= 1
+            i = len(blocks[bi]) if bi >= 0 else 0
+        return out
+
     def below(self, seq: int | None) -> Iterator[_Entry]:
         """Entries with a seq strictly below ``seq`` (None: all), newest first."""
         blocks = self._blocks
         if not blocks:
             return
-        if seq is None:
-            bi, i = len(blocks) - 1, len(blocks[-1])
-        else:
-            bi = bisect_left(self._maxes, seq)
-            if bi == len(blocks):
-                bi, i = bi - 1, len(blocks[-1])
-            else:
-                i = bisect_left(blocks[bi], seq, key=_seq_of)
+        bi, i = self._start(seq)
         while bi >= 0:
             block = blocks[bi]
             for j in range(i - 1, -1, -1):
@@ -299,6 +317,15 @@ class MemoryPresenceStore(RobotsViaMarks):
             return _EMPTY
         hide600 = mark is None and MARK_HIDDEN in g.marks
         want500 = mark == MARK_ALWAYS_ONLINE
+        if not hide600 and now < g.min500:
+            # Fast path: no hidden members and no lapsed 500, so every entry is listed and
+            # a page is a slice of the order index.
+            entries = src.take_below(below, take + 1)
+            more = len(entries) > take
+            del entries[take:]
+            last = entries[-1].seq if entries else 0
+            return Page(join_rows([e.row for e in entries]),
+                        next_cursor(last, served, len(entries), more, cap), len(entries))
         rows: list[bytes] = []
         last = 0
         more = False
