@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import resources
@@ -79,6 +80,14 @@ _GROUP_SCRIPTS = (
     "expire",
     "drop",
 )
+# Scripts that may change what a page shows; each bumps the group's version first.
+_WRITING_SCRIPTS = frozenset(
+    {"join", "leave", "leave_node", "set_marks", "del_marks", "expire", "drop"})
+_BUMP = "redis.call('INCR', K_VER)\n"
+# A cached page is re-validated by version on every read; this bounds how long one is
+# trusted at all (a dropped group's version key can expire and restart from 1).
+_PAGE_CACHE_SECONDS = 10.0
+_PAGE_CACHE_ENTRIES = 4096
 _EMPTY = Page(b"[]", 0, 0)
 _LEAVE_NODE_BATCH = 1000
 
@@ -152,8 +161,13 @@ class RedisPresenceStore(RobotsViaMarks):
         self._k_my_groups = self._k_node_groups(node_id)
         common = _lua("common")
         self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(common + "\n" + _lua(name)) for name in _GROUP_SCRIPTS
+            name: client.register_script(
+                common + "\n" + (_BUMP if name in _WRITING_SCRIPTS else "") + _lua(name))
+            for name in _GROUP_SCRIPTS
         }
+        # (group base, below, take, mark) -> (version, first 500 expiry, last, n, more, rows)
+        self._pages: dict[tuple[str, str, int, str], tuple[bytes, float, int, int, bool, bytes,
+                                                           float]] = {}
         self._lease_script = client.register_script(_lua("lease"))
         self._deadline = 0.0
         # Groups filed under this node in P:ng, and this process's connection count per
@@ -368,16 +382,23 @@ class RedisPresenceStore(RobotsViaMarks):
         below, served, take = page_window(cursor, limit, cap)
         if take == 0:
             return _EMPTY
-        res = await self._run(
-            "page",
-            self._base(app, group),
-            "+inf" if below is None else f"({below}",
-            take,
-            "" if mark is None else str(mark),
-            _num(now),
-        )
-        last, n, more = int(res[0]), int(res[1]), bool(res[2])
-        rows = b"[" + b",".join(res[3:]) + b"]"  # chunks of 32 pre-joined rows, never one per row
+        key = (self._base(app, group), "+inf" if below is None else f"({below}", take,
+               "" if mark is None else str(mark))
+        cached = self._pages.get(key)
+        if cached is not None and time.monotonic() - cached[6] > _PAGE_CACHE_SECONDS:
+            cached = None
+        res = await self._run("page", key[0], key[1], take, key[3], _num(now),
+                              cached[0] if cached else "")
+        if res[0] == b"same" and cached is not None:
+            _ver, _until, last, n, more, rows, _at = cached
+        else:
+            last, n, more = int(res[0]), int(res[1]), bool(res[2])
+            # chunks of 32 pre-joined rows, never one per row
+            rows = b"[" + b",".join(res[5:]) + b"]"
+            if len(self._pages) >= _PAGE_CACHE_ENTRIES:
+                del self._pages[next(iter(self._pages))]
+            until = float(res[4]) if res[4] else math.inf
+            self._pages[key] = (res[3], until, last, n, more, rows, time.monotonic())
         return Page(rows, next_cursor(last, served, n, more, cap), n)
 
     async def count(self, app: int, group: str, *, now: float) -> int:

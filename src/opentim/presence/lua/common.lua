@@ -18,6 +18,7 @@ local K_AM = B .. ':am'       -- hash: account -> "m1,m2" (its marks, ascending)
 local K_X500 = B .. ':x500'   -- zset: account -> until (mark 500 expiry, unix s)
 local K_MARKS = B .. ':marks' -- set: marks that have at least one member
 local K_NODES = B .. ':nodes' -- set: node ids holding connections to the group
+local K_VER = B .. ':ver'     -- string: bumped by every script that writes (page caching)
 
 local function mkey(m) return B .. ':m:' .. m end      -- zset: account -> join seq
 local function nkey(node) return B .. ':n:' .. node end -- hash: conn id -> account

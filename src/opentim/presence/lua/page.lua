@@ -1,7 +1,16 @@
--- page(below, take, mark, now) -> {last_seq, n, more, chunk...}
+-- page(below, take, mark, now, known_ver) -> {'same'} or
+--   {last_seq, n, more, ver, first_500_expiry or '', chunk...}
 -- below: '+inf' or '(<seq>'; mark: '' for the plain list. Each chunk is a run of up to
 -- 32 JSON rows joined by ','; the client only has to join the chunks with ','.
+-- K_VER changes with every write to the group, so a client holding this page from
+-- version known_ver gets the one-word answer 'same' instead of the rows again; the page
+-- can also change when a mark 500 lapses, hence the first expiry in the reply.
 local below, take, mark, NOW = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local VER = redis.call('GET', K_VER) or '0'
+local first = redis.call('ZRANGE', K_X500, 0, 0, 'WITHSCORES')
+local first500 = ''
+if #first > 0 then first500 = first[2] end
+if ARGV[5] == VER and (first500 == '' or tonumber(first500) > NOW) then return { 'same' } end
 local src = K_ORD
 if mark ~= '' then src = mkey(mark) end
 local k600 = mkey('600')
@@ -42,13 +51,13 @@ while true do
   if more == 1 or n < take + 1 then break end
   max = '(' .. redis.call('ZSCORE', src, got[n])
 end
-if #accs == 0 then return { 0, 0, 0 } end
+if #accs == 0 then return { 0, 0, 0, VER, first500 } end
 local last = redis.call('ZSCORE', src, accs[#accs])
 -- Rows are joined here, in chunks of CHUNK rows: one table.concat over all 500 rows
 -- (~64 KB) costs Redis 2-3x more than 16 concats that each fit Lua's 8 KB buffer
 -- (measured). The client joins the <= 16 chunks; it never sees individual rows.
 local CHUNK = 32
-local out = { tonumber(last), #accs, more }
+local out = { tonumber(last), #accs, more, VER, first500 }
 for i = 1, #accs, CHUNK do
   local j = math.min(i + CHUNK - 1, #accs)
   local rows = redis.call('HMGET', K_ROW, unpack(accs, i, j))

@@ -1,0 +1,254 @@
+"""docs/examples/reapply_marks.py against a real OpenTIM: marks come back through a webhook.
+
+The app is configured the way an operator would (``opentim app create --callback-url
+--callback-token``), the member connects through the real gateway, and the receiver makes
+its admin sig with Tencent's own library from the app's key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import msgspec
+
+from opentim.client.rest import RestClient
+from opentim.domain.apps import App
+from tests.conftest import LiveServer, create_group, import_accounts, serve_asgi
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "reapply_marks.py"
+MEMBER_STATE = "Group.CallbackOnMemberStateChange"
+AV_SVC = "group_open_avchatroom_http_svc"
+TOKEN = "s3cret-token"
+SDKAPPID = 1_400_424_242  # every test has a database of its own
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("reapply_marks", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+example = load_example()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str,
+                     seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def marked(tim: RestClient, group_id: str, mark: int = 1000) -> list[str]:
+    reply = await tim.ok(f"{AV_SVC}/get_members",
+                         {"GroupId": group_id, "Timestamp": 0, "Mark": mark})
+    return [m["Member_Account"] for m in reply["MemberList"]]
+
+
+async def opentim_cli(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "opentim", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+async def test_marks_come_back_when_the_member_reconnects(live: LiveServer) -> None:
+    key = secrets.token_hex(32)
+    desired: dict[str, dict[str, list[int]]] = {}
+    receiver = example.create_receiver(opentim_url=live.url, sdkappid=SDKAPPID,
+                                       desired=desired, secret_key=key, token=TOKEN)
+    reapplier = receiver.state.reapplier
+    async with serve_asgi(receiver) as receiver_url:
+        try:
+            printed = await opentim_cli(
+                "app", "create", "--sdkappid", str(SDKAPPID), "--key", key,
+                "--rate-limit", "0", "--callback-url", f"{receiver_url}/im-callback",
+                "--callback-token", TOKEN, "--db", live.runtime.settings.db)
+            assert "callbacks:     all" in printed
+            app = App(sdkappid=SDKAPPID, secret_key=key)
+            async with live.client(app) as tim:
+                await import_accounts(tim, "alice", "bob")
+                group_id = await create_group(tim, "AVChatRoom")
+                # What the app's backend knows: alice is a teacher (1000) in this room.
+                desired[group_id] = {"alice": [1000]}
+
+                async with live.connect(app, "alice", platform="Android") as session:
+                    await session.join_group(group_id)
+                    await tim.ok(f"{AV_SVC}/modify_user_info", {
+                        "GroupId": group_id, "CommandType": 1,
+                        "MemberList": [{"Member_Account": "alice", "Marks": [1000]}]})
+                    assert await marked(tim, group_id) == ["alice"]
+                    # The receiver heard this first join too; let its call finish so it
+                    # cannot be mistaken for the re-application checked below.
+                    await eventually(lambda: _at_least(reapplier.counts, "applied", 1),
+                                     "the receiver applied alice's marks on her first join")
+
+                async def gone() -> bool:
+                    return await marked(tim, group_id) == []
+
+                await eventually(gone, "alice's mark vanished when she disconnected")
+                assert reapplier.counts == {"applied": 1}
+
+                async with live.connect(app, "alice", platform="iOS") as session, \
+                        live.connect(app, "bob") as bystander:
+                    await session.join_group(group_id)
+                    await bystander.join_group(group_id)  # no desired marks: left alone
+
+                    async def back() -> bool:
+                        return await marked(tim, group_id) == ["alice"]
+
+                    await eventually(back, "the receiver put mark 1000 back on alice")
+                    await live.runtime.webhooks.drain()
+                    await reapplier.drain()
+                    assert reapplier.counts == {"applied": 2}
+                    assert await marked(tim, group_id) == ["alice"]
+            await live.runtime.webhooks.drain()  # before the receiver goes away
+            async with httpx.AsyncClient() as http:
+                metrics = (await http.get(f"{live.url}/metrics")).text
+            assert f'{{sdkappid="{SDKAPPID}",outcome="sent"}}' in metrics
+            assert f'{{sdkappid="{SDKAPPID}",outcome="failed"}}' not in metrics  # none refused
+        finally:
+            await reapplier.aclose()
+
+
+async def _at_least(counts: Any, key: str, n: int) -> bool:
+    return bool(counts[key] >= n)
+
+
+# --- the receiver on its own: what it refuses, and that it answers at once -------------
+
+
+class FakeOpenTim:
+    """Records modify_user_info calls; answers once ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = msgspec.json.decode(request.content)
+        self.calls.append((dict(request.url.params), body))
+        await self.release.wait()
+        return httpx.Response(200, json={
+            "ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "",
+            "CommandType": body["CommandType"], "MemberList": body["MemberList"]})
+
+
+NOW = 1_700_000_000
+
+
+def receiver_for(fake: FakeOpenTim, token: str | None = TOKEN) -> tuple[Any, httpx.AsyncClient]:
+    app = example.create_receiver(
+        opentim_url="http://opentim.test", sdkappid=SDKAPPID,
+        desired={"@TGS#aROOM": {"alice": [1000, 1001]}}, usersig="admin-sig",
+        token=token, clock=lambda: float(NOW), transport=httpx.MockTransport(fake))
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                               base_url="http://receiver.test")
+    return app, client
+
+
+def query(*, sdkappid: int = SDKAPPID, request_time: int = NOW, sign: str | None = None,
+          token: str = TOKEN) -> dict[str, str | int]:
+    q: dict[str, str | int] = {"SdkAppid": sdkappid, "CallbackCommand": MEMBER_STATE,
+                               "contenttype": "json", "RequestTime": request_time}
+    q["Sign"] = sign if sign is not None else \
+        hashlib.sha256(f"{token}{request_time}".encode()).hexdigest()
+    return q
+
+
+ONLINE = {"CallbackCommand": MEMBER_STATE, "GroupId": "@TGS#aROOM", "Type": "AVChatRoom",
+          "EventType": "Online", "EventCause": "Join",
+          "MemberList": [{"Member_Account": "alice"}], "EventTime": str(NOW * 1000)}
+
+
+async def test_receiver_refuses_forged_or_stale_callbacks() -> None:
+    fake = FakeOpenTim()
+    app, client = receiver_for(fake)
+    async with client:
+        refused = {
+            "wrong SdkAppid": query(sdkappid=SDKAPPID + 1),
+            "bad Sign": query(sign="0" * 64),
+            "other token": query(token="guessed"),
+            "stale RequestTime": query(request_time=NOW - 61),
+            "future RequestTime": query(request_time=NOW + 61),
+        }
+        unsigned = {"SdkAppid": SDKAPPID, "CallbackCommand": MEMBER_STATE, "contenttype": "json"}
+        for name, params in [*refused.items(), ("no Sign", unsigned)]:
+            response = await client.post("/im-callback", params=params, json=ONLINE)
+            assert response.status_code == 403, name
+            assert response.json()["ActionStatus"] == "FAIL", name
+        await app.state.reapplier.drain()
+        assert fake.calls == []
+
+        # Within the minute and correctly signed: accepted, and the marks go back.
+        response = await client.post("/im-callback", params=query(request_time=NOW - 59),
+                                     json=ONLINE)
+        assert response.status_code == 200
+        assert response.json() == {"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}
+        await app.state.reapplier.drain()
+    params, body = fake.calls[0]
+    assert len(fake.calls) == 1
+    assert params["sdkappid"] == str(SDKAPPID) and params["identifier"] == "administrator"
+    assert params["usersig"] == "admin-sig" and params["contenttype"] == "json"
+    assert body == {"GroupId": "@TGS#aROOM", "CommandType": 1,
+                    "MemberList": [{"Member_Account": "alice", "Marks": [1000, 1001]}]}
+    await app.state.reapplier.aclose()
+
+
+async def test_without_a_token_only_sdkappid_is_checked() -> None:
+    fake = FakeOpenTim()
+    app, client = receiver_for(fake, token=None)
+    bare = {"SdkAppid": SDKAPPID, "CallbackCommand": MEMBER_STATE, "contenttype": "json"}
+    async with client:
+        assert (await client.post("/im-callback", params=bare, json=ONLINE)).status_code == 200
+        other = {**bare, "SdkAppid": 1}
+        assert (await client.post("/im-callback", params=other, json=ONLINE)).status_code == 403
+        await app.state.reapplier.drain()
+    assert len(fake.calls) == 1
+    await app.state.reapplier.aclose()
+
+
+async def test_answers_before_the_rest_call_and_ignores_the_rest() -> None:
+    fake = FakeOpenTim()
+    fake.release.clear()  # OpenTIM's REST API is slow today
+    app, client = receiver_for(fake)
+    async with client:
+        async with asyncio.timeout(1):  # far below OpenTIM's 2 s per attempt
+            response = await client.post("/im-callback", params=query(), json=ONLINE)
+        assert response.status_code == 200
+        # Offline, members without desired marks, other commands: acknowledged, no call.
+        for body in [{**ONLINE, "EventType": "Offline", "EventCause": "Quit"},
+                     {**ONLINE, "MemberList": [{"Member_Account": "bob"}]},
+                     {**ONLINE, "GroupId": "@TGS#aOTHER"}]:
+            response = await client.post("/im-callback", params=query(), json=body)
+            assert response.status_code == 200
+        state = {**query(), "CallbackCommand": "State.StateChange"}
+        response = await client.post("/im-callback", params=state, json={"Info": {}})
+        assert response.status_code == 200
+        await eventually(lambda: _at_least_calls(fake, 1), "the REST call was made")
+        fake.release.set()
+        await app.state.reapplier.drain()
+    assert len(fake.calls) == 1
+    assert app.state.reapplier.counts == {"applied": 1}
+    await app.state.reapplier.aclose()
+
+
+async def _at_least_calls(fake: FakeOpenTim, n: int) -> bool:
+    return len(fake.calls) >= n
