@@ -273,3 +273,21 @@ async def test_batches_are_at_most_one_per_interval(live: LiveServer, count: int
                     seen += len(event["Online"])
             gaps = [b - a for a, b in itertools.pairwise(stamps)]
             assert all(gap >= 950 for gap in gaps), gaps  # ms, server-side flush times
+
+
+async def test_lapsed_robots_go_offline_with_a_callback(presence_backend, tmp_path,
+                                                        receiver: Receiver) -> None:
+    async with live_server(f"sqlite:///{tmp_path}/r.db", presence_backend,
+                           mark500_ttl=0.5, sweep_interval=0.2) as live:
+        app = await webhook_app(live, receiver, callback_commands=frozenset({MEMBER_STATE}))
+        async with live.client(app) as tim:
+            await import_accounts(tim, "bot")
+            group_id = await create_group(tim, "AVChatRoom")
+            await tim.ok("group_open_avchatroom_http_svc/add_robots",
+                         {"GroupId": group_id, "Member_Account": ["bot"]})
+            offline = await receiver.wait_for(1, MEMBER_STATE, seconds=10)
+            assert offline[0].body["EventType"] == "Offline"
+            assert offline[0].body["MemberList"] == [{"Member_Account": "bot"}]
+            reply = await tim.ok("group_open_http_svc/get_online_member_num",
+                                 {"GroupId": group_id})
+            assert reply["OnlineMemberNum"] == 0

@@ -209,11 +209,14 @@ def app_update(
 
 
 @apps_cli.command("list")
-def app_list(db: DbOption = DEFAULT_DB_URL) -> None:
-    """List apps (without their keys)."""
+def app_list(
+    db: DbOption = DEFAULT_DB_URL,
+    show_keys: Annotated[bool, typer.Option(help="also print each app's secret key")] = False,
+) -> None:
+    """List apps (keys only with --show-keys)."""
     apps = asyncio.run(_with_store(db, lambda store: store.list_apps()))
     for app in apps:
-        _print_app(app, show_key=False)
+        _print_app(app, show_key=show_keys)
         typer.echo("")
     if not apps:
         typer.echo("no apps")

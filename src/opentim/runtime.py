@@ -103,6 +103,7 @@ class Runtime:
     # Called when this process's presence lease was lost (Redis): its connections were
     # swept by another process, so the gateway closes them and clients reconnect.
     lease_lost_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _sweeper: asyncio.Task[None] | None = field(default=None, init=False)
 
     @classmethod
     def create(cls, settings: Settings, *, clock: Clock = time.time,
@@ -120,6 +121,7 @@ class Runtime:
                 for hook in built[0].lease_lost_hooks:
                     await hook()
 
+            presence_options.setdefault("sweep_interval", settings.sweep_interval)
             presence_options.setdefault("on_offline", on_offline)
             presence_options.setdefault("on_lease_lost", on_lease_lost)
         presence = open_presence_store(settings.redis, node_id=uuid.uuid4().hex, clock=clock,
@@ -134,8 +136,25 @@ class Runtime:
         await self.db.migrate()
         await self.apps.start()
         await self.presence.start()
+        if not self.settings.redis:
+            # The Redis store sweeps in the background itself; the memory store filters
+            # lapsed marks 500 on read, and this loop turns them into offline events.
+            self._sweeper = asyncio.create_task(self._sweep_loop(), name="opentim-sweep")
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval)
+            try:
+                now = self.clock()
+                await self.online.report_offline(await self.presence.sweep(now), now=now)
+            except Exception:
+                log.exception("presence sweep failed")
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await self.webhooks.close()
         await self.presence.close()
         await self.apps.close()

@@ -22,6 +22,8 @@ class Settings:
     heartbeat_timeout: float = 30.0
     # How long mark 500 (and robots) keep a member listed without a connection.
     mark500_ttl: float = 3 * 86400.0
+    # How often the in-process presence store looks for lapsed marks 500 (offline events).
+    sweep_interval: float = 5.0
     # Webhooks: per-attempt timeout, retries after a failed attempt, queued callbacks per app.
     webhook_timeout: float = 2.0
     webhook_retries: int = 3
