@@ -34,6 +34,7 @@ Semantics shared by every backend (the contract tests in ``tests/presence`` pin 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -321,9 +322,10 @@ def check_page_args(limit: int, cap: int) -> None:
         raise ValueError(f"cap must be in 1..{MAX_CAP}")
 
 
-class RobotsViaMarks:
+class RobotsViaMarks(ABC):
     """Robots are mark 500 without a connection (protocol.md §0); both backends share this."""
 
+    @abstractmethod
     async def set_marks(
         self,
         app: int,
@@ -334,9 +336,9 @@ class RobotsViaMarks:
         profiles: Profiles | None = None,
         mark500_ttl: float = DEFAULT_MARK500_TTL,
         allow_offline_500: bool = True,
-    ) -> MarkResult:
-        raise NotImplementedError
+    ) -> MarkResult: ...
 
+    @abstractmethod
     async def delete_marks(
         self,
         app: int,
@@ -344,8 +346,7 @@ class RobotsViaMarks:
         items: Sequence[tuple[str, Sequence[int]]],
         *,
         now: float,
-    ) -> MarkResult:
-        raise NotImplementedError
+    ) -> MarkResult: ...
 
     async def add_robots(
         self,
