@@ -293,6 +293,7 @@ class Receiver:
     calls: list[Received] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     delay: float = 0.0
+    hits: int = 0  # every request, answered 200 or not
 
     def commands(self) -> list[str]:
         return [c.query["CallbackCommand"] for c in self.calls]
@@ -323,6 +324,7 @@ class Receiver:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        self.hits += 1
         status = self.statuses.pop(0) if self.statuses else 200
         if self.delay:
             await asyncio.sleep(self.delay)

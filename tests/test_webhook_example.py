@@ -114,17 +114,23 @@ async def test_marks_come_back_when_the_member_reconnects(live: LiveServer) -> N
                         return await marked(tim, group_id) == ["alice"]
 
                     await eventually(back, "the receiver put mark 1000 back on alice")
-                    await live.runtime.webhooks.drain()
-                    await reapplier.drain()
+                    await settle(live, reapplier)
                     assert reapplier.counts == {"applied": 2}
                     assert await marked(tim, group_id) == ["alice"]
-            await live.runtime.webhooks.drain()  # before the receiver goes away
+            await settle(live, reapplier)  # before the receiver goes away
             async with httpx.AsyncClient() as http:
                 metrics = (await http.get(f"{live.url}/metrics")).text
             assert f'{{sdkappid="{SDKAPPID}",outcome="sent"}}' in metrics
             assert f'{{sdkappid="{SDKAPPID}",outcome="failed"}}' not in metrics  # none refused
         finally:
             await reapplier.aclose()
+
+
+async def settle(live: LiveServer, reapplier: Any) -> None:
+    """Wait (boundedly) until OpenTIM has sent its callbacks and the receiver has acted."""
+    async with asyncio.timeout(10):
+        await live.runtime.webhooks.drain()
+        await reapplier.drain()
 
 
 async def _at_least(counts: Any, key: str, n: int) -> bool:
@@ -194,7 +200,8 @@ async def test_receiver_refuses_forged_or_stale_callbacks() -> None:
             response = await client.post("/im-callback", params=params, json=ONLINE)
             assert response.status_code == 403, name
             assert response.json()["ActionStatus"] == "FAIL", name
-        await app.state.reapplier.drain()
+        async with asyncio.timeout(5):
+            await app.state.reapplier.drain()
         assert fake.calls == []
 
         # Within the minute and correctly signed: accepted, and the marks go back.
@@ -202,7 +209,8 @@ async def test_receiver_refuses_forged_or_stale_callbacks() -> None:
                                      json=ONLINE)
         assert response.status_code == 200
         assert response.json() == {"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}
-        await app.state.reapplier.drain()
+        async with asyncio.timeout(5):
+            await app.state.reapplier.drain()
     params, body = fake.calls[0]
     assert len(fake.calls) == 1
     assert params["sdkappid"] == str(SDKAPPID) and params["identifier"] == "administrator"
@@ -220,7 +228,8 @@ async def test_without_a_token_only_sdkappid_is_checked() -> None:
         assert (await client.post("/im-callback", params=bare, json=ONLINE)).status_code == 200
         other = {**bare, "SdkAppid": 1}
         assert (await client.post("/im-callback", params=other, json=ONLINE)).status_code == 403
-        await app.state.reapplier.drain()
+        async with asyncio.timeout(5):
+            await app.state.reapplier.drain()
     assert len(fake.calls) == 1
     await app.state.reapplier.aclose()
 
@@ -244,7 +253,8 @@ async def test_answers_before_the_rest_call_and_ignores_the_rest() -> None:
         assert response.status_code == 200
         await eventually(lambda: _at_least_calls(fake, 1), "the REST call was made")
         fake.release.set()
-        await app.state.reapplier.drain()
+        async with asyncio.timeout(5):
+            await app.state.reapplier.drain()
     assert len(fake.calls) == 1
     assert app.state.reapplier.counts == {"applied": 1}
     await app.state.reapplier.aclose()

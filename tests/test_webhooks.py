@@ -285,9 +285,59 @@ async def test_lapsed_robots_go_offline_with_a_callback(presence_backend, tmp_pa
             group_id = await create_group(tim, "AVChatRoom")
             await tim.ok("group_open_avchatroom_http_svc/add_robots",
                          {"GroupId": group_id, "Member_Account": ["bot"]})
-            offline = await receiver.wait_for(1, MEMBER_STATE, seconds=10)
-            assert offline[0].body["EventType"] == "Offline"
-            assert offline[0].body["MemberList"] == [{"Member_Account": "bot"}]
+            states = await receiver.wait_for(2, MEMBER_STATE, seconds=10)
+            assert [s.body["EventType"] for s in states] == ["Online", "Offline"]
+            assert states[1].body["MemberList"] == [{"Member_Account": "bot"}]
             reply = await tim.ok("group_open_http_svc/get_online_member_num",
                                  {"GroupId": group_id})
             assert reply["OnlineMemberNum"] == 0
+
+
+async def test_retries_are_signed_afresh(live: LiveServer, receiver: Receiver) -> None:
+    app = await webhook_app(live, receiver, callback_token="tok",
+                            callback_commands=frozenset({STATE}))
+    receiver.statuses = [500]
+    live.clock.pinned = float(int(time.time()))
+    async with live.client(app) as tim:
+        await import_accounts(tim, "u1")
+    async with live.connect(app, "u1", heartbeat_interval=0):
+        while receiver.hits == 0:
+            await asyncio.sleep(0.01)
+        live.clock.advance(100)  # the retry happens "100 s later"
+        call = (await receiver.wait_for(1, STATE))[0]
+    assert int(call.query["RequestTime"]) == int(live.clock.pinned)
+    assert call.query["Sign"] == sign("tok", int(live.clock.pinned))
+
+
+async def test_a_broken_url_does_not_stop_delivery(live: LiveServer, receiver: Receiver) -> None:
+    import dataclasses
+
+    app = await webhook_app(live, receiver, callback_commands=frozenset({STATE}))
+    broken = dataclasses.replace(app, callback_url="http://[::1/x")
+    await live.runtime.store.save_app(broken, now=0)
+    await live.runtime.apps.refresh()
+    async with live.client(app) as tim:
+        await import_accounts(tim, "u1")
+    async with live.connect(app, "u1", heartbeat_interval=0):
+        pass
+    async with asyncio.timeout(10):
+        await live.runtime.webhooks.drain()
+    assert live.runtime.webhooks.metrics[(app.sdkappid, "failed")] == 2
+    await live.runtime.store.save_app(app, now=0)
+    await live.runtime.apps.refresh()
+    async with live.connect(app, "u1", heartbeat_interval=0):
+        pass
+    await receiver.wait_for(2, STATE)
+
+
+async def test_robots_come_and_go_with_callbacks(live: LiveServer, receiver: Receiver) -> None:
+    app = await webhook_app(live, receiver, callback_commands=frozenset({MEMBER_STATE}))
+    async with live.client(app) as tim:
+        await import_accounts(tim, "bot")
+        group_id = await create_group(tim, "AVChatRoom")
+        body = {"GroupId": group_id, "Member_Account": ["bot"]}
+        await tim.ok("group_open_avchatroom_http_svc/add_robots", body)
+        await tim.ok("group_open_avchatroom_http_svc/del_robots", body)
+    states = await receiver.wait_for(2, MEMBER_STATE)
+    assert [(s.body["EventType"], s.body["EventCause"]) for s in states] == [
+        ("Online", "Join"), ("Offline", "Quit")]

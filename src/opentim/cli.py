@@ -113,6 +113,21 @@ def _callback_commands(values: list[str] | None) -> frozenset[str] | None:
     return frozenset(values)
 
 
+def _callback_url(value: str | None) -> str | None:
+    """'' or None: no callbacks; otherwise an absolute http(s) URL."""
+    if not value:
+        return None
+    import httpx
+
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise typer.BadParameter(f"callback URL {value!r} is invalid: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise typer.BadParameter(f"callback URL {value!r} must be an absolute http(s) URL")
+    return value
+
+
 def _edition(value: str) -> Edition:
     try:
         return Edition(value)
@@ -142,7 +157,7 @@ def app_create(
         admins=frozenset(admin or [DEFAULT_ADMIN]),
         edition=_edition(edition),
         online_member_list=online_member_list,
-        callback_url=callback_url,
+        callback_url=_callback_url(callback_url),
         callback_token=callback_token,
         callback_commands=_callback_commands(callback_command),
         rate_limit=rate_limit,
@@ -192,7 +207,7 @@ def app_update(
         if online_member_list is not None:
             changes["online_member_list"] = online_member_list
         if callback_url is not None:
-            changes["callback_url"] = callback_url or None
+            changes["callback_url"] = _callback_url(callback_url)
         if callback_token is not None:
             changes["callback_token"] = callback_token or None
         if rate_limit is not None:

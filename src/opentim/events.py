@@ -1,6 +1,7 @@
 """The internal event point: every non-silent change to group membership passes here.
 
-add_group_member, delete_group_member and client joins emit; imports never do. Webhook
+add_group_member, delete_group_member, gateway joins/leaves, mark changes and connection
+state changes emit; imports never do. Webhook
 delivery and client notifications subscribe to this bus, so "silent" is a property that a
 test can check by subscribing and seeing nothing.
 """
@@ -32,7 +33,7 @@ class MembersJoined:
     group_type: str
     operator: str
     members: tuple[str, ...]
-    join_type: str  # "Invited" (REST add, client invite) or "Apply" (client join)
+    join_type: str  # "Invited" (REST add_group_member)
     event_time_ms: int
     origin: Origin = REST
 
@@ -44,7 +45,7 @@ class MembersExited:
     group_type: str
     operator: str
     members: tuple[str, ...]
-    exit_type: str  # "Kicked" or "Quit"
+    exit_type: str  # "Kicked" (REST delete_group_member)
     event_time_ms: int
     origin: Origin = REST
 

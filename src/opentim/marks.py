@@ -80,6 +80,12 @@ async def _announce(runtime: Runtime, app: App, group_id: str, operator: str,
             app.sdkappid, group_id, operator, command_type,
             tuple((m.account, m.marks) for m in result.members), int(now * 1000), origin,
         ))
+    # Mark 500 brings unconnected members online and takes them offline again.
+    online = runtime.online
+    await online.announce(app.sdkappid, group_id, result.went_online, online=True,
+                          cause="Join", now=now, origin=origin)
+    await online.announce(app.sdkappid, group_id, result.went_offline, online=False,
+                          cause="Quit", now=now, origin=origin)
     return result
 
 

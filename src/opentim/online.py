@@ -139,13 +139,20 @@ class OnlineService:
     async def report_offline(self, gone: list[Offline], *, now: float) -> None:
         """Members a presence sweep took offline: a dead process's users, lapsed 500s."""
         for member in gone:
-            group_type = await self.types.get(member.app, member.group)
-            if group_type is None:
-                continue
             cause = "HeartbeatInterrupt" if member.reason == "node_lost" else "Quit"
+            await self.announce(member.app, member.group, [member.account], online=False,
+                                cause=cause, now=now)
+
+    async def announce(self, sdkappid: int, group_id: str, accounts: list[str], *,
+                       online: bool, cause: str, now: float, origin: Origin = REST) -> None:
+        """State changes made without a connection: robots and marks 500 set or lapsed."""
+        group_type = await self.types.get(sdkappid, group_id)
+        if group_type is None:
+            return
+        for account in accounts:
             await self.events.emit(MemberStateChanged(
-                member.app, member.group, group_type.value, member.account, False, cause,
-                int(now * 1000),
+                sdkappid, group_id, group_type.value, account, online, cause, int(now * 1000),
+                origin,
             ))
 
     async def _state(self, conn: Presence, group_id: str, group_type: GroupType, *,

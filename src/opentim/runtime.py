@@ -155,8 +155,10 @@ class Runtime:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        await self.webhooks.close()
+        # Presence first: closing it may report this process's members offline, and those
+        # callbacks should still be delivered.
         await self.presence.close()
+        await self.webhooks.close()
         await self.apps.close()
         await self.db.close()
 

@@ -40,7 +40,7 @@ from opentim.domain.groups import Group, GroupType, Member, MemberResult, Role
 from opentim.events import GroupDestroyed, MembersExited, MembersJoined
 from opentim.protocol.dispatch import command, service
 from opentim.runtime import Context
-from opentim.storage.base import GroupMessage
+from opentim.storage.base import GroupMessage, NewMembers
 
 SERVICE = service(
     "group_open_http_svc",
@@ -468,8 +468,9 @@ async def add_group_member(ctx: Context, req: AddGroupMember) -> dict[str, Any]:
         raise errors.InvalidParameter("MemberList is empty")
     if len(req.MemberList) > ADD_MEMBER_MAX:
         raise errors.TooManyAccounts(f"MemberList has more than {ADD_MEMBER_MAX} members")
-    members = [Member(m.Member_Account, Role.MEMBER, ctx.now_s) for m in req.MemberList]
-    results = await ctx.store.add_members(ctx.sdkappid, group.group_id, members,
+    new = NewMembers.joining(list(dict.fromkeys(m.Member_Account for m in req.MemberList)),
+                             Role.MEMBER, ctx.now_s)
+    results = await ctx.store.add_members(ctx.sdkappid, group.group_id, lambda _: new,
                                           full_error=True)
     added = tuple(a for a, r in results.items() if r == MemberResult.ADDED)
     if added:
@@ -546,6 +547,30 @@ class ImportGroupMember(msgspec.Struct):
     MemberList: list[ImportedMember]
 
 
+def _importable(items: list[ImportedMember], create_time: int, now: int) -> NewMembers:
+    """The first entry of each account whose JoinTime (if sent) is in (CreateTime, now]."""
+    accounts = [item.Member_Account for item in items]
+    if len(set(accounts)) == len(accounts) and all(
+            item.JoinTime is None and item.Role is None and item.UnreadMsgNum is None
+            for item in items):
+        return NewMembers.joining(accounts, Role.MEMBER, now)  # a plain list: the bulk case
+    seen: set[str] = set()
+    new = NewMembers([], [], [], [])
+    for item in items:
+        account = item.Member_Account
+        if account in seen:
+            continue
+        seen.add(account)
+        join_time = item.JoinTime
+        if join_time is not None and not create_time < join_time <= now:
+            continue  # fails on its own JoinTime
+        new.accounts.append(account)
+        new.roles.append(item.Role or Role.MEMBER)
+        new.join_times.append(now if join_time is None else join_time)
+        new.unread.append(item.UnreadMsgNum or 0)
+    return new
+
+
 @command(SERVICE, "import_group_member", ImportGroupMember)
 async def import_group_member(ctx: Context, req: ImportGroupMember) -> dict[str, Any]:
     rules.check_group_id(req.GroupId)
@@ -559,32 +584,33 @@ async def import_group_member(ctx: Context, req: ImportGroupMember) -> dict[str,
                 f"Role {item.Role!r} of {item.Member_Account!r}: only Admin can be imported "
                 "(leave Role out for an ordinary member)"
             )
-    group = await load_group(ctx, req.GroupId)
-    if group.type is GroupType.AVCHATROOM:
-        raise errors.NoPermission("import_group_member does not apply to AVChatRoom groups")
     now = ctx.now_s
-    first: dict[str, Member | None] = {}  # None: the entry fails on its own JoinTime
-    for item in req.MemberList:
-        if item.Member_Account in first:
-            continue
-        join_time = now if item.JoinTime is None else item.JoinTime
-        first[item.Member_Account] = (
-            Member(item.Member_Account, Role(item.Role or Role.MEMBER), join_time,
-                   unread_msg_num=item.UnreadMsgNum or 0)
-            if item.JoinTime is None or group.create_time < item.JoinTime <= now else None
-        )
-    candidates = [m for m in first.values() if m is not None]
-    results = await ctx.store.import_members(ctx.sdkappid, group.group_id, candidates) \
-        if candidates else {}
+
+    def prepare(group: Group) -> NewMembers:
+        # Runs under the group's lock: its type and CreateTime come from the same
+        # transaction as the insert, with no separate read of the group.
+        if group.type is GroupType.AVCHATROOM:
+            raise errors.NoPermission("import_group_member does not apply to AVChatRoom groups")
+        return _importable(req.MemberList, group.create_time, now)
+
+    results = await ctx.store.add_members(ctx.sdkappid, req.GroupId, prepare)
+    return {"MemberList": _replies([item.Member_Account for item in req.MemberList], results)}
+
+
+def _replies(accounts: list[str], results: dict[str, int]) -> list[dict[str, Any]]:
+    """One entry per request entry; a repeated account's later entries answer 2 or 0."""
+    failed = MemberResult.FAILED
+    if len(set(accounts)) == len(accounts):
+        return [{"Member_Account": a, "Result": results.get(a, failed)} for a in accounts]
     replies = []
     decided: set[str] = set()
-    for item in req.MemberList:
-        result = results.get(item.Member_Account, MemberResult.FAILED)
-        if item.Member_Account in decided and result != MemberResult.FAILED:
+    for account in accounts:
+        result = results.get(account, failed)
+        if account in decided and result != failed:
             result = MemberResult.ALREADY_MEMBER
-        decided.add(item.Member_Account)
-        replies.append({"Member_Account": item.Member_Account, "Result": result})
-    return {"MemberList": replies}
+        decided.add(account)
+        replies.append({"Member_Account": account, "Result": result})
+    return replies
 
 
 # --- messages: send_group_msg, import_group_msg, set_unread_msg_num -----------------------

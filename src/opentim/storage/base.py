@@ -6,7 +6,7 @@ dialect differences it has live in ``database.py``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +19,26 @@ class AccountProfile:
     user_id: str
     nick: str | None = None  # None: leave the stored value as it is
     face_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewMembers:
+    """Members to add, as columns in request order; the accounts are distinct.
+
+    Columns, not Member objects: a 300-member import builds four lists rather than 300
+    objects, and the SQL store binds each list as one parameter.
+    """
+
+    accounts: list[str]
+    roles: list[str]
+    join_times: list[int]
+    unread: list[int]
+
+    @classmethod
+    def joining(cls, accounts: list[str], role: str, join_time: int) -> NewMembers:
+        """Accounts that all join now with the same role and nothing unread."""
+        n = len(accounts)
+        return cls(accounts, [role] * n, [join_time] * n, [0] * n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,28 +108,21 @@ class GroupStore(Protocol):
     async def get_member_roles(self, sdkappid: int, group_id: str,
                                accounts: Sequence[str]) -> dict[str, str]: ...
 
-    async def add_members(self, sdkappid: int, group_id: str, members: Sequence[Member],
-                          *, full_error: bool = False) -> dict[str, int]:
-        """Atomically add members; returns account -> MemberResult.
+    async def add_members(self, sdkappid: int, group_id: str,
+                          prepare: Callable[[Group], NewMembers], *,
+                          full_error: bool = False) -> dict[str, int]:
+        """Add distinct accounts in one transaction; returns account -> MemberResult.
 
-        The cap is the group's ``max_member_num`` read under the group's lock; the members
-        that do not fit are the last ones in ``members`` order.
+        ``prepare`` gets the group as read under its lock, in the same transaction, and
+        returns the members to add; it holds the command's policy (which group types, which
+        join times) and may raise to abort, writing nothing.
 
-        With ``full_error``, a group with no room left for anyone raises ``errors.GroupFull``
-        instead of failing each member.
-
-        Accounts that do not exist, or past the cap, fail (0); members already in the group
-        get 2; added ones 1. Raises ``errors.GroupNotFound`` when the group is gone.
-        New members start with nothing unread.
-        """
-
-    async def import_members(self, sdkappid: int, group_id: str,
-                             members: Sequence[Member]) -> dict[str, int]:
-        """Insert distinct accounts with their own role and join time, in one transaction.
-
-        Results and cap as for ``add_members``. A member's ``unread_msg_num`` is clamped to
-        the group's message count (``next_msg_seq - 1``) read under the same lock. Raises
-        ``errors.GroupNotFound`` when the group is gone.
+        Accounts that do not exist fail (0), members already in the group answer 2 and are
+        left as they are, the others are added (1) with their role and join time. The cap
+        is the group's ``max_member_num``: the new members that do not fit are the last ones
+        in ``members`` order and fail (0); with ``full_error`` a group with no room at all
+        raises ``errors.GroupFull`` instead. Unread counts are clamped to the group's message
+        count (``next_msg_seq - 1``). Raises ``errors.GroupNotFound`` when the group is gone.
         """
 
     async def delete_members(self, sdkappid: int, group_id: str,

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, select, text, tuple_, update
+import msgspec
+from sqlalchemy import Row, and_, bindparam, delete, func, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from opentim import errors
 from opentim.domain.apps import App, Edition
 from opentim.domain.groups import Group, GroupType, Member, MemberResult, Role
-from opentim.storage.base import AccountProfile, GroupMessage, GroupPage
+from opentim.storage.base import AccountProfile, GroupMessage, GroupPage, NewMembers
 from opentim.storage.database import Database
 from opentim.storage.schema import accounts, apps, group_members, group_messages, groups
 
@@ -108,38 +108,70 @@ def _member_values(sdkappid: int, group_id: str, member: Member,
     }
 
 
-# "Which of these accounts exist (and are members)?" as one point lookup per account, with
-# the list bound as ONE parameter (a PostgreSQL array, a SQLite JSON array). The obvious
-# ``user_id IN (:p1, ..., :p300)`` lets PostgreSQL pick, from stale or skewed statistics, a
-# plan that reads the whole tenant or the whole group for every request (seen: a generic
-# plan scanning 17k accounts per call). LATERAL ... LIMIT 1 cannot be turned into a hash
-# join or a hashed subplan, so the plan stays a nested loop of index probes whatever the
-# statistics say.
+# Membership checks and inserts bind each list of accounts as ONE parameter (a PostgreSQL
+# array, a SQLite JSON text), so their cost does not depend on SQLAlchemy processing 300 x 10
+# parameters, and probe one account at a time. The obvious ``user_id IN (:p1, ..., :p300)``
+# lets PostgreSQL choose, from stale or skewed statistics, a plan that reads the whole tenant
+# or the whole group on every request (seen: a cached generic plan scanning 17k accounts per
+# call). LATERAL ... LIMIT 1 cannot become a hash join or a hashed subplan, so the plan stays
+# a nested loop of index probes whatever the statistics say. SQLite plans each correlated
+# EXISTS as an index probe per row.
 _EXISTING_PG = text("""
 SELECT w.account FROM unnest(CAST(:accounts AS VARCHAR[])) AS w(account)
 JOIN LATERAL (SELECT 1 FROM accounts
               WHERE sdkappid = :app AND user_id = w.account LIMIT 1) AS a ON true
 """)
-_MEMBERSHIP_PG = text("""
-SELECT w.account, m.member IS NOT NULL AS member
-FROM unnest(CAST(:accounts AS VARCHAR[])) AS w(account)
-JOIN LATERAL (SELECT 1 FROM accounts
-              WHERE sdkappid = :app AND user_id = w.account LIMIT 1) AS a ON true
-LEFT JOIN LATERAL (SELECT 1 AS member FROM group_members
-                   WHERE sdkappid = :app AND group_id = :grp AND member = w.account
-                   LIMIT 1) AS m ON true
-""")
-# SQLite plans each correlated EXISTS as an index probe per row.
 _EXISTING_SQLITE = text("""
 SELECT w.value FROM json_each(:accounts) AS w
 WHERE EXISTS (SELECT 1 FROM accounts WHERE sdkappid = :app AND user_id = w.value)
 """)
-_MEMBERSHIP_SQLITE = text("""
+# Only the exceptions come back: accounts that do not exist, and those already members
+# (flag true). A fresh import of 300 members reads no rows at all.
+_EXCEPTIONS_PG = text("""
+SELECT w.account, m.x IS NOT NULL
+FROM unnest(CAST(:accounts AS VARCHAR[])) AS w(account)
+LEFT JOIN LATERAL (SELECT 1 AS x FROM accounts
+                   WHERE sdkappid = :app AND user_id = w.account LIMIT 1) AS a ON true
+LEFT JOIN LATERAL (SELECT 1 AS x FROM group_members
+                   WHERE sdkappid = :app AND group_id = :grp AND member = w.account
+                   LIMIT 1) AS m ON true
+WHERE a.x IS NULL OR m.x IS NOT NULL
+""")
+_EXCEPTIONS_SQLITE = text("""
 SELECT w.value, EXISTS (SELECT 1 FROM group_members
                         WHERE sdkappid = :app AND group_id = :grp AND member = w.value)
 FROM json_each(:accounts) AS w
-WHERE EXISTS (SELECT 1 FROM accounts WHERE sdkappid = :app AND user_id = w.value)
+WHERE NOT EXISTS (SELECT 1 FROM accounts WHERE sdkappid = :app AND user_id = w.value)
+   OR EXISTS (SELECT 1 FROM group_members
+              WHERE sdkappid = :app AND group_id = :grp AND member = w.value)
 """)
+# One multi-row INSERT for the whole batch, its rows unpacked by the database from one
+# parameter per column (PostgreSQL) or one JSON text (SQLite).
+_MEMBER_COLUMNS = ("sdkappid, group_id, member, role, join_time, msg_seq, msg_flag, "
+                   "last_send_msg_time, shut_up_until, name_card")
+_INSERT_MEMBERS_PG = text(f"""
+INSERT INTO group_members ({_MEMBER_COLUMNS})
+SELECT :app, :grp, w.member, w.role, w.join_time, w.msg_seq, 'AcceptAndNotify', 0, 0, ''
+FROM unnest(CAST(:members AS VARCHAR[]), CAST(:roles AS VARCHAR[]),
+            CAST(:join_times AS BIGINT[]), CAST(:msg_seqs AS BIGINT[]))
+     AS w(member, role, join_time, msg_seq)
+ON CONFLICT DO NOTHING
+""")
+# "WHERE true": SQLite needs it to tell an upsert's ON from a join's ON after a SELECT.
+_INSERT_MEMBERS_SQLITE = text(f"""
+INSERT INTO group_members ({_MEMBER_COLUMNS})
+SELECT :app, :grp, json_extract(w.value, '$[0]'), json_extract(w.value, '$[1]'),
+       json_extract(w.value, '$[2]'), json_extract(w.value, '$[3]'),
+       'AcceptAndNotify', 0, 0, ''
+FROM json_each(:rows) AS w WHERE true
+ON CONFLICT DO NOTHING
+""")
+_GROUP_KEY = (groups.c.sdkappid == bindparam("app"), groups.c.group_id == bindparam("grp"))
+# Built once: constructing Core statements per call costs more than running these.
+_COUNT_MEMBERS = update(groups).where(*_GROUP_KEY).values(
+    member_num=groups.c.member_num + bindparam("added"))
+_GET_GROUP = select(groups).where(*_GROUP_KEY)
+_encode_json = msgspec.json.Encoder().encode
 
 
 class SqlStore:
@@ -147,6 +179,7 @@ class SqlStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._lock_stmt = db.locking(_GET_GROUP)
 
     # --- apps -------------------------------------------------------------------------
 
@@ -209,8 +242,9 @@ class SqlStore:
                         user_ids: Sequence[str]) -> set[str]:
         if not user_ids:
             return set()
-        sql, listed = (_EXISTING_SQLITE, json.dumps(list(set(user_ids)))) \
-            if self.db.is_sqlite else (_EXISTING_PG, list(set(user_ids)))
+        distinct = list(set(user_ids))
+        sql, listed = (_EXISTING_SQLITE, _encode_json(distinct)) if self.db.is_sqlite \
+            else (_EXISTING_PG, distinct)
         rows = await conn.execute(sql, {"app": sdkappid, "accounts": listed})
         return set(rows.scalars())
 
@@ -280,6 +314,9 @@ class SqlStore:
         if not group_ids:
             return {}
         async with self.db.read() as conn:
+            if len(group_ids) == 1:  # every per-group command: a prebuilt statement
+                rows = await conn.execute(_GET_GROUP, {"app": sdkappid, "grp": group_ids[0]})
+                return {row.group_id: _group_from_row(row) for row in rows}
             rows = await conn.execute(
                 select(groups).where(
                     groups.c.sdkappid == sdkappid, groups.c.group_id.in_(set(group_ids))
@@ -353,77 +390,70 @@ class SqlStore:
     # the process-wide write lock on SQLite). That serialises them per group, which is what
     # keeps member_num exact and the cap checked against the true count.
 
-    async def _lock_group(self, conn: AsyncConnection, sdkappid: int, group_id: str) -> Row[Any]:
-        row = (await conn.execute(self.db.locking(
-            select(groups.c.member_num, groups.c.max_member_num, groups.c.next_msg_seq,
-                   groups.c.create_time, groups.c.last_msg_time)
-            .where(*_group_key(sdkappid, group_id))
-        ))).first()
+    async def _lock_group(self, conn: AsyncConnection, sdkappid: int, group_id: str) -> Group:
+        row = (await conn.execute(self._lock_stmt, {"app": sdkappid, "grp": group_id})).first()
         if row is None:
-            raise errors.GroupNotFound(f"group {group_id!r} does not exist")
-        return row
+            raise errors.GroupNotFound(f"group {group_id!r} does not exist or has been "
+                                       "dismissed")
+        return _group_from_row(row)
 
-    async def _membership(self, conn: AsyncConnection, sdkappid: int, group_id: str,
-                          wanted: Sequence[str]) -> dict[str, bool]:
-        """For each wanted account that exists: is it already a member? One query."""
-        sql, listed = (_MEMBERSHIP_SQLITE, json.dumps(wanted)) if self.db.is_sqlite \
-            else (_MEMBERSHIP_PG, list(wanted))
-        rows = await conn.execute(sql, {"app": sdkappid, "grp": group_id, "accounts": listed})
-        return {account: bool(member) for account, member in rows}
-
-    async def add_members(self, sdkappid: int, group_id: str, members: Sequence[Member],
-                          *, full_error: bool = False) -> dict[str, int]:
+    async def add_members(self, sdkappid: int, group_id: str,
+                          prepare: Callable[[Group], NewMembers], *,
+                          full_error: bool = False) -> dict[str, int]:
+        key = {"app": sdkappid, "grp": group_id}
+        sqlite = self.db.is_sqlite
         async with self.db.write() as conn:
             group = await self._lock_group(conn, sdkappid, group_id)
-            status = await self._membership(conn, sdkappid, group_id,
-                                            list({m.account for m in members}))
-            return await self._insert_members(conn, sdkappid, group_id, group, members,
-                                              status, full_error=full_error)
-
-    async def _insert_members(self, conn: AsyncConnection, sdkappid: int, group_id: str,
-                              group: Row[Any], members: Sequence[Member],
-                              status: dict[str, bool], *, full_error: bool) -> dict[str, int]:
-        cap = group.max_member_num
-        room = None if cap is None else max(cap - group.member_num, 0)
-        if full_error and room == 0 and any(status.get(m.account) is False for m in members):
-            raise errors.GroupFull(f"group {group_id!r} is full ({cap} members)")
-        msg_count = group.next_msg_seq - 1
-        results: dict[str, int] = {}
-        rows = []
-        for m in members:
-            if m.account in results:
-                continue  # the first occurrence in a request decides
-            known = status.get(m.account)
-            if known:
-                results[m.account] = MemberResult.ALREADY_MEMBER
-            elif known is None or (room is not None and len(rows) >= room):
-                results[m.account] = MemberResult.FAILED
-            else:
-                results[m.account] = MemberResult.ADDED
-                rows.append(_member_values(sdkappid, group_id, m, msg_count))
-        if rows:
-            # One multi-row statement (insertmanyvalues). RETURNING names the rows really
-            # inserted, so member_num stays exact even if a row appeared since the check.
-            inserted = set((await conn.execute(
-                self.db.insert(group_members).on_conflict_do_nothing()
-                .returning(group_members.c.member),
-                rows,
-            )).scalars())
-            for row in rows:
-                if row["member"] not in inserted:
-                    results[row["member"]] = MemberResult.ALREADY_MEMBER
-            if inserted:
-                await conn.execute(
-                    update(groups).where(*_group_key(sdkappid, group_id))
-                    .values(member_num=groups.c.member_num + len(inserted))
-                )
+            members = prepare(group)
+            if not members.accounts:
+                return {}
+            exceptions = {account: bool(is_member) for account, is_member in await conn.execute(
+                _EXCEPTIONS_SQLITE if sqlite else _EXCEPTIONS_PG,
+                {**key, "accounts": _encode_json(members.accounts) if sqlite
+                 else members.accounts},
+            )}
+            cap = group.max_member_num
+            room = None if cap is None else max(cap - group.member_num, 0)
+            results: dict[str, int] = {}
+            take: list[int] = []
+            for i, account in enumerate(members.accounts):
+                is_member = exceptions.get(account)
+                if is_member is not None:
+                    results[account] = MemberResult.ALREADY_MEMBER if is_member \
+                        else MemberResult.FAILED
+                elif room is not None and len(take) >= room:
+                    results[account] = MemberResult.FAILED
+                else:
+                    results[account] = MemberResult.ADDED
+                    take.append(i)
+            if full_error and room == 0 and len(results) > len(exceptions):
+                raise errors.GroupFull(f"group {group_id!r} is full ({cap} members)")
+            if take:
+                await self._insert_members(conn, key, members, take, group.next_msg_seq - 1)
         return results
 
-    async def import_members(self, sdkappid: int, group_id: str,
-                             members: Sequence[Member]) -> dict[str, int]:
-        # The same statements as add_members: lock, one membership query, one insert, one
-        # counter update. Only the rows differ (role, join time and unread from the request).
-        return await self.add_members(sdkappid, group_id, members)
+    async def _insert_members(self, conn: AsyncConnection, key: dict[str, Any],
+                              members: NewMembers, take: list[int], msg_count: int) -> None:
+        def column(values: list[Any]) -> list[Any]:
+            return values if len(take) == len(values) else [values[i] for i in take]
+
+        # The read mark leaves the requested count (clamped to the message count) unread.
+        msg_seqs = [msg_count - min(u, msg_count) for u in column(members.unread)]
+        accounts, roles, join_times = (column(members.accounts), column(members.roles),
+                                       column(members.join_times))
+        if self.db.is_sqlite:
+            inserted = await conn.execute(_INSERT_MEMBERS_SQLITE, {**key, "rows": _encode_json(
+                list(zip(accounts, roles, join_times, msg_seqs, strict=True)))})
+        else:
+            inserted = await conn.execute(_INSERT_MEMBERS_PG, {
+                **key, "members": accounts, "roles": roles, "join_times": join_times,
+                "msg_seqs": msg_seqs})
+        # Under the group lock nothing else adds members, so every row must have gone in;
+        # if one did not, fail (and roll back) rather than report it or miscount.
+        if inserted.rowcount != len(take):
+            raise RuntimeError(f"{len(take) - inserted.rowcount} of {len(take)} members "
+                               "appeared in the group while it was locked")
+        await conn.execute(_COUNT_MEMBERS, {**key, "added": len(take)})
 
     async def delete_members(self, sdkappid: int, group_id: str,
                              accounts_: Sequence[str]) -> list[str]:

@@ -30,8 +30,6 @@ from opentim.webhooks.payloads import STATE_CHANGE, Callback, callback_for
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("sent", "failed", "dropped", "retried")
-
 
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
@@ -72,7 +70,7 @@ class AppLookup(Protocol):
 class _AppLanes:
     def __init__(self, dispatcher: WebhookDispatcher, sdkappid: int) -> None:
         size = max(1, dispatcher.settings.queue_size // dispatcher.settings.lanes)
-        self.queues: list[asyncio.Queue[tuple[str, bytes]]] = [
+        self.queues: list[asyncio.Queue[tuple[Callback, bytes]]] = [
             asyncio.Queue(maxsize=size) for _ in range(dispatcher.settings.lanes)
         ]
         self.tasks = [asyncio.create_task(dispatcher._work(sdkappid, q),
@@ -89,12 +87,13 @@ class WebhookDispatcher:
         self.settings = settings or WebhookSettings()
         self.metrics: Counter[tuple[int, str]] = Counter()
         self._lanes: dict[int, _AppLanes] = {}
+        self._closed = False
         self._http = httpx.AsyncClient(timeout=self.settings.timeout, transport=transport)
         events.subscribe(self.on_event)
 
     def on_event(self, event: Event) -> None:
         cb = callback_for(event)
-        if cb is None:
+        if cb is None or self._closed:
             return
         app = self.apps.get(cb.sdkappid)
         if app is None or not app.callback_url:
@@ -105,43 +104,56 @@ class WebhookDispatcher:
         if lanes is None:
             lanes = self._lanes[app.sdkappid] = _AppLanes(self, app.sdkappid)
         lane = lanes.queues[zlib.crc32(cb.order_key.encode()) % len(lanes.queues)]
-        url = callback_url(app, cb, self.clock())
         try:
-            lane.put_nowait((url, msgspec.json.encode(cb.body)))
+            lane.put_nowait((cb, msgspec.json.encode(cb.body)))
         except asyncio.QueueFull:
-            self.metrics[(app.sdkappid, "dropped")] += 1
-            dropped = self.metrics[(app.sdkappid, "dropped")]
-            if dropped == 1 or dropped % 1000 == 0:
-                log.warning("webhook queue of app %s is full: dropped %s %s (%d dropped so far)",
-                            app.sdkappid, cb.command, cb.order_key, dropped)
+            self._drop(app.sdkappid, f"queue full: dropped {cb.command} {cb.order_key}")
 
-    async def _work(self, sdkappid: int, queue: asyncio.Queue[tuple[str, bytes]]) -> None:
+    def _drop(self, sdkappid: int, why: str) -> None:
+        self.metrics[(sdkappid, "dropped")] += 1
+        dropped = self.metrics[(sdkappid, "dropped")]
+        if dropped == 1 or dropped % 1000 == 0:
+            log.warning("webhooks of app %s: %s (%d dropped so far)", sdkappid, why, dropped)
+
+    async def _work(self, sdkappid: int, queue: asyncio.Queue[tuple[Callback, bytes]]) -> None:
         while True:
-            url, body = await queue.get()
+            cb, body = await queue.get()
             try:
-                await self._deliver(sdkappid, url, body)
+                await self._deliver(cb, body)
+            except Exception:  # a worker must outlive any one callback
+                self.metrics[(sdkappid, "failed")] += 1
+                log.exception("webhook delivery to app %s failed", sdkappid)
             finally:
                 queue.task_done()
 
-    async def _deliver(self, sdkappid: int, url: str, body: bytes) -> None:
+    async def _deliver(self, cb: Callback, body: bytes) -> None:
+        sdkappid = cb.sdkappid
         delay = self.settings.backoff
+        problem = ""
         for attempt in range(self.settings.retries + 1):
             if attempt:
                 self.metrics[(sdkappid, "retried")] += 1
                 await asyncio.sleep(delay)
                 delay *= 2
+            # The app as it is now (its URL or token may have changed), and a fresh
+            # RequestTime/Sign per attempt so receivers' freshness checks pass on retries.
+            app = self.apps.get(sdkappid)
+            if app is None or not app.callback_url:
+                self._drop(sdkappid, f"callback URL removed: dropped {cb.command}")
+                return
             try:
                 response = await self._http.post(
-                    url, content=body, headers={"content-type": "application/json"})
+                    callback_url(app, cb, self.clock()), content=body,
+                    headers={"content-type": "application/json"})
                 if response.status_code == 200:
                     self.metrics[(sdkappid, "sent")] += 1
                     return
                 problem = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
         self.metrics[(sdkappid, "failed")] += 1
-        log.warning("webhook delivery to app %s failed after %d attempts (%s): %s",
-                    sdkappid, self.settings.retries + 1, problem, url.split("?")[0])
+        log.warning("webhook %s to app %s failed after %d attempts (%s)",
+                    cb.command, sdkappid, self.settings.retries + 1, problem)
 
     def queued(self) -> int:
         return sum(q.qsize() for lanes in self._lanes.values() for q in lanes.queues)
@@ -156,6 +168,13 @@ class WebhookDispatcher:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.0):  # give queued callbacks a moment, not forever
                 await self.drain()
+        for sdkappid, lanes in self._lanes.items():
+            left = sum(q.qsize() for q in lanes.queues)
+            if left:
+                self.metrics[(sdkappid, "dropped")] += left
+                log.warning("shutting down: %d queued webhooks of app %s not delivered",
+                            left, sdkappid)
+        self._closed = True
         for lanes in self._lanes.values():
             for task in lanes.tasks:
                 task.cancel()
