@@ -4,8 +4,9 @@ Run it through ``bench/run`` (``--quick`` for the CI smoke version). It starts O
 SQLite (a temp dir) and on PostgreSQL (a database of its own, when reachable) plus the bare
 ASGI baseline (bench/bare.py), all pinned to core 0 with wrk on core 1; seeds data over
 REST; runs every scenario and its baseline alternately, ``--rounds`` times; prints one table
-and stops everything it started. Any failed request, wrong answer body or dead server makes
-it exit non-zero.
+and stops everything it started; then runs bench/import_members.py (``--quick`` in quick
+mode) when present and prints its output. Any failed request, wrong answer body, dead server
+or failing import_members.py makes it exit non-zero.
 
 A scenario is one entry in SCENARIOS: the call to measure, the data it needs (REST calls
 made once per app beforehand) and its baseline (the bare app answering the same bytes, or
@@ -146,6 +147,11 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server process so far (utime, stime in /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
             raise BenchError(f"{self.name} server exited ({self.proc.returncode}):\n"
@@ -211,7 +217,7 @@ def run(argv: list[str], timeout: float) -> str:
         raise
     if proc.returncode != 0:
         raise BenchError(f"failed ({proc.returncode}): {' '.join(argv)}\n"
-                         f"{out[-2000:]}{err[-2000:]}")
+                         f"{out[-2000:]}\n{err[-2000:]}")
     return out
 
 
@@ -278,6 +284,7 @@ class Load:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float  # server process CPU time (all threads) per request: robust to a busy box
 
 
 @dataclass(frozen=True)
@@ -313,7 +320,9 @@ def wrk(binary: str, target: Target, *, seconds: float, connections: int) -> Loa
     argv = [*pinned(1), binary, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
             "--latency", "-s", str(BENCH / "post.lua"), target.url, "--",
             str(target.body_file), str(target.expect_file)]
+    cpu_before = target.server.cpu_seconds()
     out = run(argv, timeout=seconds + 30)
+    cpu = target.server.cpu_seconds() - cpu_before
     line = next((x for x in out.splitlines() if x.startswith("BENCH ")), None)
     if line is None:
         raise BenchError(f"wrk printed no result for {target.label}:\n{out[-2000:]}")
@@ -325,7 +334,8 @@ def wrk(binary: str, target: Target, *, seconds: float, connections: int) -> Loa
     target.server.check_alive()
     if errors or not r["requests"]:
         raise BenchError(f"{target.label}: {r['requests']} requests, errors {errors}")
-    return Load(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1000, r["p99_us"] / 1000)
+    return Load(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1000,
+                r["p99_us"] / 1000, cpu / r["requests"] * 1e6)
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -503,20 +513,23 @@ def ms(value: float) -> str:
 
 
 def render(rows: list[Row]) -> str:
-    head = ("| scenario | db | req/s | p50 | p99 | baseline | base req/s | base p50 | base p99 "
-            "| req/s ratio | added per request |")
-    lines = [head, "|" + "---|" * 2 + "---:|" * 3 + "---|" + "---:|" * 5]
+    head = ("| scenario | db | req/s | p50 | p99 | CPU/req | baseline | base req/s | base p50 "
+            "| base p99 | base CPU/req | req/s ratio (range) | added per request: 1/req/s "
+            "| added per request: CPU |")
+    lines = [head, "|---|---|" + "---:|" * 4 + "---|" + "---:|" * 7]
     for r in rows:
-        name = r.scenario.name
         if not r.runs or r.status:
-            status = r.status or "no result"
-            lines.append(f"| {name} | {r.backend} | {status} |" + " — |" * 8)
+            lines.append(f"| {r.scenario.name} | {r.backend} | {r.status or 'no result'} |"
+                         + " — |" * 11)
             continue
         med = statistics.median
-        ratio = med(x.rps / y.rps for x, y in r.runs)
+        ratios = [x.rps / y.rps for x, y in r.runs]
         added = med(1e6 / x.rps - 1e6 / y.rps for x, y in r.runs)
-        cells = [name, r.backend, *summary([x for x, _ in r.runs]), r.base_label,
-                 *summary([y for _, y in r.runs]), f"{ratio:.2f}×", f"{added:+,.1f} µs"]
+        added_cpu = med(x.cpu_us - y.cpu_us for x, y in r.runs)
+        spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
+        cells = [r.scenario.name, r.backend, *summary([x for x, _ in r.runs]), r.base_label,
+                 *summary([y for _, y in r.runs]), f"{med(ratios):.2f}×{spread}",
+                 f"{added:+,.1f} µs", f"{added_cpu:+,.1f} µs"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -524,7 +537,7 @@ def render(rows: list[Row]) -> str:
 def summary(loads: list[Load]) -> list[str]:
     med = statistics.median
     return [f"{med(x.rps for x in loads):,.0f}", ms(med(x.p50_ms for x in loads)),
-            ms(med(x.p99_ms for x in loads))]
+            ms(med(x.p99_ms for x in loads)), f"{med(x.cpu_us for x in loads):,.1f} µs"]
 
 
 def limiter_cost() -> str:
@@ -612,8 +625,9 @@ def main(argv: list[str]) -> int:
         "",
         render(suite.rows),
         "",
-        "ratio: OpenTIM req/s ÷ baseline req/s, median of paired rounds; added per request: "
-        "1/req/s − 1/base req/s (server CPU per request at saturation).",
+        "req/s ratio: measured ÷ baseline, median (and range) of paired rounds. Added per "
+        "request: 1/req/s − 1/base req/s, and the difference in the server process's own CPU "
+        "time per request (/proc; excludes PostgreSQL's processes), medians.",
         limiter_cost(),
         *suite.notes,
         f"took {time.monotonic() - started:.0f} s",

@@ -59,7 +59,8 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def running_server(db_url: str, port: int, log: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
+async def running_server(db_url: str, port: int,
+                         log: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
         proc = subprocess.Popen([str(OPENTIM), "serve", "--db", db_url, "--port", str(port),
                                  "--log-level", "warning"], stdout=out, stderr=out)
@@ -93,15 +94,20 @@ async def read_roster(api: Api, group_id: str) -> tuple[int, set[str]]:
 
 
 async def stream(api: Api, bodies: list[bytes], acked: dict[int, list[int]],
-                 enough: asyncio.Event) -> None:
-    """CLIENTS workers send the requests in order until the server dies."""
+                 enough: asyncio.Event) -> list[int]:
+    """CLIENTS workers send the requests in order until the server dies.
+
+    Returns the requests that were in flight when it died (sent, never answered).
+    """
     queue = iter(range(len(bodies)))
+    cut_off: list[int] = []
 
     async def worker() -> None:
         for index in queue:
             try:
                 reply = await api.post(f"{SVC}/import_group_member", bodies[index])
             except httpx.TransportError:
+                cut_off.append(index)
                 return  # the server is gone: this request is unacknowledged
             assert reply["ErrorCode"] == 0, reply
             acked[index] = [m["Result"] for m in reply["MemberList"]]
@@ -109,6 +115,7 @@ async def stream(api: Api, bodies: list[bytes], acked: dict[int, list[int]],
                 enough.set()
 
     await asyncio.gather(*(worker() for _ in range(CLIENTS)))
+    return cut_off
 
 
 async def test_sigkill_mid_import_leaves_no_half_applied_request(db_url: str,
@@ -139,9 +146,10 @@ async def test_sigkill_mid_import_leaves_no_half_applied_request(db_url: str,
         streaming = asyncio.create_task(stream(api, bodies, acked, enough))
         await asyncio.wait_for(enough.wait(), timeout=60)
         os.kill(proc.pid, signal.SIGKILL)
-        await asyncio.wait_for(streaming, timeout=30)
+        cut_off = await asyncio.wait_for(streaming, timeout=30)
         await api.http.aclose()
     assert KILL_AFTER_ACKS <= len(acked) < REQUESTS, "the kill must land mid-stream"
+    assert cut_off, "some requests must have been in flight at the kill"
 
     async with running_server(db_url, port, log):
         api = Api(port, sdkappid, key)

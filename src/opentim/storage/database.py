@@ -87,7 +87,9 @@ class Database:
 def _engine_args(url: str) -> dict[str, Any]:
     if make_url(url).get_backend_name() == "sqlite":
         return {}
-    return {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}
+    # No pre-ping: it costs a round trip per request. A connection that died (a server
+    # restart) is detected on use and the pool replaced, so only that request fails.
+    return {"pool_size": 10, "max_overflow": 10, "pool_recycle": 3600}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
