@@ -46,6 +46,10 @@ class Database:
             async_url(url), echo=echo, **_engine_args(url)
         )
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        # PostgreSQL reads skip BEGIN/ROLLBACK (two round trips); SQLite's driver would
+        # instead pay extra thread hops to switch modes, so it keeps the default.
+        self._reader = self.engine if self.is_sqlite else \
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -60,7 +64,8 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        """A connection for reads (autocommit on PostgreSQL)."""
+        async with self._reader.connect() as conn:
             yield conn
 
     @contextlib.asynccontextmanager
