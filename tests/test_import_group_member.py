@@ -387,3 +387,29 @@ async def test_concurrent_imports_respect_the_cap(tim) -> None:
     ones = sum(r == 1 for reply in replies for _, r in results(reply))
     member_num, rows = await roster(tim, group_id)
     assert ones == member_num == len(rows) == 50
+
+
+async def test_concurrent_imports_respect_the_cap_exactly(tim, server) -> None:
+    """Imports into one group run concurrently; the cap and MemberNum stay exact."""
+    import asyncio as _asyncio
+
+    from tests.conftest import create_group as _create_group
+    from tests.conftest import import_accounts as _import_accounts
+
+    users = [f"cc{i:03d}" for i in range(120)]
+    await _import_accounts(tim, *users)
+    group_id = await _create_group(tim, "Public", MaxMemberCount=50)
+    # overlapping batches: every account appears in two requests
+    batches = [users[i:i + 24] for i in range(0, 120, 12)]
+
+    async def one(batch: list[str]) -> list[dict]:
+        reply = await tim.ok("group_open_http_svc/import_group_member", {
+            "GroupId": group_id, "MemberList": [{"Member_Account": u} for u in batch]})
+        return reply["MemberList"]
+
+    replies = await _asyncio.gather(*(one(b) for b in batches))
+    added = [m["Member_Account"] for r in replies for m in r if m["Result"] == 1]
+    assert len(added) == 50 and len(set(added)) == 50
+    info = await tim.ok("group_open_http_svc/get_group_member_info", {"GroupId": group_id})
+    assert info["MemberNum"] == 50 == len(info["MemberList"])
+    assert {m["Member_Account"] for m in info["MemberList"]} == set(added)

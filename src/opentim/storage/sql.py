@@ -156,6 +156,7 @@ FROM unnest(CAST(:members AS VARCHAR[]), CAST(:roles AS VARCHAR[]),
             CAST(:join_times AS BIGINT[]), CAST(:msg_seqs AS BIGINT[]))
      AS w(member, role, join_time, msg_seq)
 ON CONFLICT DO NOTHING
+RETURNING member
 """)
 # "WHERE true": SQLite needs it to tell an upsert's ON from a join's ON after a SELECT.
 _INSERT_MEMBERS_SQLITE = text(f"""
@@ -165,11 +166,14 @@ SELECT :app, :grp, json_extract(w.value, '$[0]'), json_extract(w.value, '$[1]'),
        'AcceptAndNotify', 0, 0, ''
 FROM json_each(:rows) AS w WHERE true
 ON CONFLICT DO NOTHING
+RETURNING member
 """)
 _GROUP_KEY = (groups.c.sdkappid == bindparam("app"), groups.c.group_id == bindparam("grp"))
 # Built once: constructing Core statements per call costs more than running these.
+# The UPDATE takes the group row's lock; RETURNING gives the true count under it.
 _COUNT_MEMBERS = update(groups).where(*_GROUP_KEY).values(
-    member_num=groups.c.member_num + bindparam("added"))
+    member_num=groups.c.member_num + bindparam("added")).returning(
+    groups.c.member_num, groups.c.max_member_num)
 _GET_GROUP = select(groups).where(*_GROUP_KEY)
 _encode_json = msgspec.json.Encoder().encode
 
@@ -386,9 +390,11 @@ class SqlStore:
 
     # --- membership writes ----------------------------------------------------------------
     #
-    # Every write to a group's roster first locks the group row (FOR UPDATE on PostgreSQL,
-    # the process-wide write lock on SQLite). That serialises them per group, which is what
-    # keeps member_num exact and the cap checked against the true count.
+    # member_num stays exact because every change to a group's roster also updates the
+    # group row in the same transaction, which takes that row's lock (SQLite: the process
+    # write lock). Adding members takes it last (see add_members); removals and message
+    # writes take it first. Adds lock only keys they create, which no other writer waits
+    # on, so the two orders cannot deadlock.
 
     async def _lock_group(self, conn: AsyncConnection, sdkappid: int, group_id: str) -> Group:
         row = (await conn.execute(self._lock_stmt, {"app": sdkappid, "grp": group_id})).first()
@@ -400,10 +406,22 @@ class SqlStore:
     async def add_members(self, sdkappid: int, group_id: str,
                           prepare: Callable[[Group], NewMembers], *,
                           full_error: bool = False) -> dict[str, int]:
+        """Add members in one transaction, holding the group row's lock only at its end.
+
+        The rows go in first (sorted, so concurrent imports take key locks in one order),
+        then the count is bumped with UPDATE ... RETURNING, which is where the group row
+        lock is taken: imports into one group overlap everything but their last statement
+        and the commit. Only then is the cap checked against the true count; members past
+        it are taken out again, in request order, inside the same transaction.
+        """
         key = {"app": sdkappid, "grp": group_id}
         sqlite = self.db.is_sqlite
         async with self.db.write() as conn:
-            group = await self._lock_group(conn, sdkappid, group_id)
+            row = (await conn.execute(_GET_GROUP, key)).first()
+            if row is None:
+                raise errors.GroupNotFound(f"group {group_id!r} does not exist or has been "
+                                           "dismissed")
+            group = _group_from_row(row)
             members = prepare(group)
             if not members.accounts:
                 return {}
@@ -412,48 +430,72 @@ class SqlStore:
                 {**key, "accounts": _encode_json(members.accounts) if sqlite
                  else members.accounts},
             )}
-            cap = group.max_member_num
-            room = None if cap is None else max(cap - group.member_num, 0)
             results: dict[str, int] = {}
             take: list[int] = []
             for i, account in enumerate(members.accounts):
                 is_member = exceptions.get(account)
-                if is_member is not None:
+                if is_member is None:
+                    take.append(i)
+                else:
                     results[account] = MemberResult.ALREADY_MEMBER if is_member \
                         else MemberResult.FAILED
-                elif room is not None and len(take) >= room:
-                    results[account] = MemberResult.FAILED
-                else:
+            if not take:
+                return results
+            inserted = await self._insert_members(conn, key, members, take,
+                                                  group.next_msg_seq - 1)
+            counted = (await conn.execute(
+                _COUNT_MEMBERS, {**key, "added": len(inserted)})).first()
+            if counted is None:  # dismissed while we inserted
+                raise errors.GroupNotFound(f"group {group_id!r} does not exist or has been "
+                                           "dismissed")
+            added = [members.accounts[i] for i in take if members.accounts[i] in inserted]
+            cap = counted.max_member_num
+            if cap is not None and counted.member_num > cap:
+                room = max(cap - (counted.member_num - len(added)), 0)
+                if full_error and room == 0:
+                    raise errors.GroupFull(f"group {group_id!r} is full ({cap} members)")
+                await self._take_out(conn, key, added[room:])
+                added = added[:room]
+            kept = set(added)
+            for i in take:
+                account = members.accounts[i]
+                if account in kept:
                     results[account] = MemberResult.ADDED
-                    take.append(i)
-            if full_error and room == 0 and len(results) > len(exceptions):
-                raise errors.GroupFull(f"group {group_id!r} is full ({cap} members)")
-            if take:
-                await self._insert_members(conn, key, members, take, group.next_msg_seq - 1)
-        return results
+                elif account in inserted:
+                    results[account] = MemberResult.FAILED  # past the cap
+                else:  # a concurrent request made it a member first
+                    results[account] = MemberResult.ALREADY_MEMBER
+        return {a: results[a] for a in members.accounts}
 
     async def _insert_members(self, conn: AsyncConnection, key: dict[str, Any],
-                              members: NewMembers, take: list[int], msg_count: int) -> None:
-        def column(values: list[Any]) -> list[Any]:
-            return values if len(take) == len(values) else [values[i] for i in take]
-
+                              members: NewMembers, take: list[int],
+                              msg_count: int) -> set[str]:
+        """Insert the chosen rows (sorted by account); returns the accounts inserted."""
+        take = sorted(take, key=lambda i: members.accounts[i])
         # The read mark leaves the requested count (clamped to the message count) unread.
-        msg_seqs = [msg_count - min(u, msg_count) for u in column(members.unread)]
-        accounts, roles, join_times = (column(members.accounts), column(members.roles),
-                                       column(members.join_times))
+        accounts = [members.accounts[i] for i in take]
+        roles = [members.roles[i] for i in take]
+        join_times = [members.join_times[i] for i in take]
+        msg_seqs = [msg_count - min(members.unread[i], msg_count) for i in take]
         if self.db.is_sqlite:
-            inserted = await conn.execute(_INSERT_MEMBERS_SQLITE, {**key, "rows": _encode_json(
+            rows = await conn.execute(_INSERT_MEMBERS_SQLITE, {**key, "rows": _encode_json(
                 list(zip(accounts, roles, join_times, msg_seqs, strict=True)))})
         else:
-            inserted = await conn.execute(_INSERT_MEMBERS_PG, {
+            rows = await conn.execute(_INSERT_MEMBERS_PG, {
                 **key, "members": accounts, "roles": roles, "join_times": join_times,
                 "msg_seqs": msg_seqs})
-        # Under the group lock nothing else adds members, so every row must have gone in;
-        # if one did not, fail (and roll back) rather than report it or miscount.
-        if inserted.rowcount != len(take):
-            raise RuntimeError(f"{len(take) - inserted.rowcount} of {len(take)} members "
-                               "appeared in the group while it was locked")
-        await conn.execute(_COUNT_MEMBERS, {**key, "added": len(take)})
+        return set(rows.scalars())
+
+    async def _take_out(self, conn: AsyncConnection, key: dict[str, Any],
+                        accounts: list[str]) -> None:
+        """Remove rows this transaction inserted past the cap, and uncount them."""
+        if not accounts:
+            return
+        await conn.execute(
+            delete(group_members).where(group_members.c.sdkappid == key["app"],
+                                        group_members.c.group_id == key["grp"],
+                                        group_members.c.member.in_(accounts)))
+        await conn.execute(_COUNT_MEMBERS, {**key, "added": -len(accounts)})
 
     async def delete_members(self, sdkappid: int, group_id: str,
                              accounts_: Sequence[str]) -> list[str]:
