@@ -217,11 +217,29 @@ class LiveServer(Server):
 
 
 @contextlib.asynccontextmanager
+async def serve_asgi(asgi, lifespan: str = "off") -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+    """Serve any ASGI app on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    uv = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=0, lifespan=lifespan,
+                                       log_level="warning"))
+    task = asyncio.create_task(uv.serve())
+    while not uv.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = uv.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
 async def live_server(db_url: str, presence: str, **settings: object
                       ) -> AsyncIterator[LiveServer]:
     """A real uvicorn server on a free loopback port, with the chosen presence backend."""
-    import uvicorn
-
     options: dict[str, object] = {}
     redis_url = None
     prefix = f"opentim-test-{uuid.uuid4().hex[:12]}"
@@ -236,23 +254,13 @@ async def live_server(db_url: str, presence: str, **settings: object
         Settings(db=db_url, redis=redis_url, app_refresh_interval=0.2, **settings),  # type: ignore[arg-type]
         clock=clock, **options)
     asgi = create_app(runtime=runtime)
-    config = uvicorn.Config(asgi, host="127.0.0.1", port=0, lifespan="on",
-                            log_level="warning")
-    uv = uvicorn.Server(config)
-    task = asyncio.create_task(uv.serve())
-    while not uv.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = uv.servers[0].sockets[0].getsockname()[1]
-    srv = LiveServer(runtime, asgi, clock, url=f"http://127.0.0.1:{port}")
-    runtime.events.subscribe(srv.events.append)
     try:
-        yield srv
+        async with serve_asgi(asgi, lifespan="on") as url:
+            srv = LiveServer(runtime, asgi, clock, url=url)
+            runtime.events.subscribe(srv.events.append)
+            yield srv
     finally:
-        uv.should_exit = True
-        await task
-        if redis_url:
+        if redis_url:  # after the server stopped writing
             await drop_redis_keys(redis_url, prefix)
 
 
@@ -335,26 +343,6 @@ class Receiver:
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body",
                     "body": b'{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}'})
-
-
-@contextlib.asynccontextmanager
-async def serve_asgi(asgi) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
-    """Serve any ASGI app on a free loopback port; yields its base URL."""
-    import uvicorn
-
-    uv = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=0, lifespan="off",
-                                       log_level="warning"))
-    task = asyncio.create_task(uv.serve())
-    while not uv.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = uv.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        uv.should_exit = True
-        await task
 
 
 @pytest.fixture

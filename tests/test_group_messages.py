@@ -103,7 +103,7 @@ async def test_sender_must_be_a_member(tim) -> None:
 
 async def test_avchatroom_messages_take_a_seq_but_are_not_kept(server: Server, app,
                                                                tim) -> None:
-    await import_accounts(tim, "viewer")
+    await import_accounts(tim, "viewer", "anyone")
     group_id = await create_group(tim, "AVChatRoom")
     for expected, sender in enumerate(["viewer", None, "anyone"], start=1):
         body: dict[str, Any] = {"GroupId": group_id, "Random": 7, "MsgBody": text()}
@@ -310,3 +310,13 @@ async def test_imports_emit_nothing_while_add_group_member_does(server: Server, 
                  {"GroupId": group_id, "MemberList": [{"Member_Account": "c"}]})
     [joined] = server.events
     assert isinstance(joined, MembersJoined) and joined.members == ("c",)
+
+
+async def test_av_sender_must_be_an_imported_account(tim) -> None:
+    from tests.conftest import create_group
+
+    group_id = await create_group(tim, "AVChatRoom")
+    reply = await tim.call("group_open_http_svc/send_group_msg", {
+        "GroupId": group_id, "From_Account": "ghost", "Random": 1,
+        "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "hi"}}]})
+    assert reply["ErrorCode"] == 10019

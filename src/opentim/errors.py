@@ -66,6 +66,7 @@ GroupFull = _error("GroupFull", 10014, "group is full")
 InvalidGroupId = _error("InvalidGroupId", 10015, "invalid group ID")
 AccountNotFound = _error("AccountNotFound", 10019, "account does not exist")
 GroupIdInUse = _error("GroupIdInUse", 10021, "group ID is already in use")
+MsgBodyTooLong = _error("MsgBodyTooLong", 80002, "message body is too long")
 GroupIdInUseByOwner = _error(
     "GroupIdInUseByOwner", 10025, "group ID is already in use and you are its owner"
 )

@@ -122,7 +122,11 @@ class LocalRooms:
         for conn in list(self._rooms.get((sdkappid, group_id), ())):
             if accounts is None or conn.account in accounts:
                 self.leave(sdkappid, group_id, conn)
-                await conn.removed_from(group_id, reason)
+                try:
+                    await conn.removed_from(group_id, reason)
+                except Exception:  # one closing socket must not keep the others in the room
+                    log.warning("telling a connection it left %s failed", group_id,
+                                exc_info=True)
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, GroupDestroyed):

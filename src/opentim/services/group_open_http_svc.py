@@ -625,12 +625,6 @@ MSG_TYPES = frozenset({
 _encode = msgspec.json.Encoder().encode
 
 
-class MsgBodyTooLong(errors.TimError):
-    # Belongs in opentim.errors beside the 100xx codes; kept here until that module has it.
-    code = 80002
-    default_info = "message body is too long"
-
-
 class MsgElem(msgspec.Struct):
     MsgType: str
     MsgContent: dict[str, Any]
@@ -661,11 +655,14 @@ def _message_body(elems: list[MsgElem]) -> tuple[list[dict[str, Any]], bool]:
 async def send_group_msg(ctx: Context, req: SendGroupMsg) -> dict[str, Any]:
     body, fits = _message_body(req.MsgBody)
     if not fits:
-        raise MsgBodyTooLong(f"MsgBody exceeds {MSG_BODY_MAX_BYTES} bytes")
+        raise errors.MsgBodyTooLong(f"MsgBody exceeds {MSG_BODY_MAX_BYTES} bytes")
     group = await load_group(ctx, req.GroupId)
     # AVChatRoom: no roster and no history. The message still takes a seq (clients order
     # live messages by it), but no row is kept and the sender need not be a member.
     is_av = group.type is GroupType.AVCHATROOM
+    if is_av and req.From_Account and not await ctx.store.existing_accounts(
+            ctx.sdkappid, [req.From_Account]):
+        raise errors.AccountNotFound(f"From_Account {req.From_Account!r} has not been imported")
     message = GroupMessage(req.From_Account or None, ctx.now_s, req.Random, body)
     seq = await ctx.store.append_message(ctx.sdkappid, group.group_id, message, keep=not is_av,
                                          sender_must_be_member=not is_av)
@@ -712,7 +709,7 @@ async def import_group_msg(ctx: Context, req: ImportGroupMsg) -> dict[str, Any]:
     for m, (_, fits) in zip(req.MsgList, bodies, strict=True):
         seq = next(seqs) if fits else None
         code = 0 if seq is not None else errors.InvalidParameter.code if fits \
-            else MsgBodyTooLong.code
+            else errors.MsgBodyTooLong.code
         results.append({"MsgSeq": seq or 0, "MsgTime": m.SendTime, "Result": code})
     return {"ImportMsgResult": results}
 
