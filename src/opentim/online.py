@@ -77,6 +77,7 @@ class Presence:
     account: str
     groups: dict[str, GroupType] = field(default_factory=dict)
     origin: Origin = REST
+    profile: tuple[str, str] | None = None  # (nick, avatar), read at the first join
 
 
 class OnlineService:
@@ -98,10 +99,15 @@ class OnlineService:
                 raise errors.NoPermission(
                     f"{conn.account!r} is not a member of Community group {group_id!r}"
                 )
-        profile = (await self.store.get_profiles(conn.sdkappid, [conn.account])).get(
-            conn.account)
+        profile = conn.profile
         if profile is None:
-            raise errors.AccountNotFound(f"account {conn.account!r} has not been imported")
+            # Read once per connection: joins and churn then cost no SQL for AV groups. A
+            # nick or avatar changed meanwhile shows from the user's next connection.
+            profile = (await self.store.get_profiles(conn.sdkappid, [conn.account])).get(
+                conn.account)
+            if profile is None:
+                raise errors.AccountNotFound(f"account {conn.account!r} has not been imported")
+            conn.profile = profile
         became_online = await self.presence.join(
             conn.sdkappid, group_id, conn.account, conn.conn_id,
             nick=profile[0], avatar=profile[1], now=now,

@@ -71,10 +71,13 @@ class ClientConnection:
         self._send_lock = asyncio.Lock()
 
     async def send(self, doc: dict[str, Any]) -> None:
+        await self.send_raw(_encode(doc))
+
+    async def send_raw(self, data: bytes) -> None:
         if self.state is not ConnState.OPEN:
             return
         async with self._send_lock:
-            await self.websocket.send_bytes(_encode(doc))
+            await self.websocket.send_bytes(data)
 
     async def run(self) -> None:
         timeout = self.runtime.settings.heartbeat_timeout

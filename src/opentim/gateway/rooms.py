@@ -14,6 +14,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import msgspec
+
 from opentim.events import (
     Event,
     EventBus,
@@ -24,6 +26,7 @@ from opentim.events import (
 )
 
 log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
 
 # Join/leave pushes to a group are coalesced: at most one batch per group per interval, so
 # a 100k-member room sees one frame a second, not one per viewer.
@@ -33,7 +36,7 @@ BATCH_INTERVAL = 1.0
 class Pushable(Protocol):
     account: str
 
-    async def send(self, doc: dict[str, Any]) -> None: ...
+    async def send_raw(self, data: bytes) -> None: ...
 
     async def removed_from(self, group_id: str, reason: str) -> None: ...
 
@@ -74,9 +77,13 @@ class LocalRooms:
         return len(self._rooms.get((sdkappid, group_id), ()))
 
     async def push(self, sdkappid: int, group_id: str, doc: dict[str, Any]) -> None:
-        for conn in list(self._rooms.get((sdkappid, group_id), ())):
+        room = self._rooms.get((sdkappid, group_id))
+        if not room:
+            return
+        data = _encode(doc)  # once, not once per connection
+        for conn in list(room):
             try:
-                await conn.send(doc)
+                await conn.send_raw(data)
             except Exception:  # that client is going away; the others still get it
                 log.debug("push to a closing connection failed", exc_info=True)
 
