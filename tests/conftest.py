@@ -233,7 +233,8 @@ async def serve_asgi(asgi, lifespan: str = "off") -> AsyncIterator[str]:  # type
         yield f"http://127.0.0.1:{port}"
     finally:
         uv.should_exit = True
-        await task
+        async with asyncio.timeout(60):  # a hung shutdown fails the test, it never stalls
+            await task
 
 
 @contextlib.asynccontextmanager

@@ -156,11 +156,15 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         # Presence first: closing it may report this process's members offline, and those
-        # callbacks should still be delivered.
-        await self.presence.close()
-        await self.webhooks.close()
-        await self.apps.close()
-        await self.db.close()
+        # callbacks should still be delivered. Each step is bounded so that one stuck
+        # dependency cannot keep the process from exiting.
+        for step in (self.presence.close, self.webhooks.close, self.apps.close,
+                     self.db.close):
+            try:
+                async with asyncio.timeout(15.0):
+                    await step()
+            except Exception:
+                log.exception("shutdown step %s failed or timed out", step.__qualname__)
 
 
 @dataclass(slots=True)

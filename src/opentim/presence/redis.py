@@ -242,7 +242,9 @@ class RedisPresenceStore(RobotsViaMarks):
         self._closed = True
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Bounded: a background job stuck in I/O must not hang the server's shutdown.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
         self._tasks = []
         try:
             if self._release_on_close and self._deadline:
