@@ -12,8 +12,13 @@ writes the same rows straight into the same tables, twice: with the driver's exe
 prints members/s and the ratio endpoint / fastest bulk.
 
 Accounts are seeded straight into the database beforehand (not timed). PostgreSQL runs in
-a database of its own (``--pg-url``, default ``opentim_bench``), recreated on each run and
-dropped afterwards. Every phase has a time limit (``--timeout``).
+a database of its own, ``opentim_bench_import_<pid>`` on the server of ``--pg-url``, dropped
+afterwards. The rows written are the current ``group_members`` columns
+(src/opentim/storage/schema.py; migration 0002 dropped ``unread_msg_num``). Every phase has
+a time limit (``--timeout``). SIGINT and SIGTERM stop the run: the server it started is
+stopped and the scratch database dropped. With ``OPENTIM_REQUIRE_SERVICES=1`` an unreachable
+PostgreSQL is a failure, not a skip. The last line, ``BENCH [...]``, repeats the table as
+JSON for bench/suite.py.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -368,6 +374,23 @@ def table(rows: list[Row]) -> str:
 
 
 async def main() -> int:
+    """Runs the benchmark; SIGTERM cancels it like SIGINT does, so cleanup still runs."""
+    stopped_by: list[int] = []
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, lambda s=signum: (stopped_by.append(s), task.cancel()))
+    try:
+        return await measure()
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise
+        print(f"import_members: stopped by signal {stopped_by[0]}; cleaned up", file=sys.stderr)
+        return 128 + stopped_by[0]
+
+
+async def measure() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="20,000 members instead of 1M")
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
@@ -380,7 +403,8 @@ async def main() -> int:
     parser.add_argument("--pg-url", default=os.environ.get(
         "OPENTIM_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
         help="a PostgreSQL URL to create the bench database from")
-    parser.add_argument("--pg-database", default="opentim_bench")
+    parser.add_argument("--pg-database", default=f"opentim_bench_import_{os.getpid()}",
+                        help="scratch database (created, then dropped; default per run)")
     args = parser.parse_args()
     members = args.members or (20_000 if args.quick else 1_000_000)
     scenarios = ["one group", "many groups"] if args.scenario == "both" else [args.scenario]
@@ -397,6 +421,9 @@ async def main() -> int:
             try:
                 await pg.create()
             except (OSError, asyncpg.PostgresError) as exc:
+                if os.environ.get("OPENTIM_REQUIRE_SERVICES") == "1":
+                    raise RuntimeError(f"PostgreSQL not reachable (OPENTIM_REQUIRE_SERVICES=1):"
+                                       f" {exc}") from None
                 print(f"PostgreSQL skipped: {exc}", file=sys.stderr)
             else:
                 try:
@@ -408,6 +435,8 @@ async def main() -> int:
     print(f"import_group_member, {BATCH} members per call; {len(os.sched_getaffinity(0))} "
           f"client core(s); server {'pinned to core 0' if shutil.which('taskset') else ''}")
     print(table(rows))
+    print("BENCH " + json.dumps([{"db": r.db, "scenario": r.scenario, "path": r.path,
+                                  "members": r.members, "seconds": r.seconds} for r in rows]))
     return 0
 
 

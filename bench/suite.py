@@ -1,16 +1,28 @@
-"""OpenTIM benchmark suite: real servers under wrk, each figure beside a same-run baseline.
+"""OpenTIM benchmark suite: real servers under load, each figure beside a same-run baseline.
 
-Run it through ``bench/run`` (``--quick`` for the CI smoke version). It starts OpenTIM on
-SQLite (a temp dir) and on PostgreSQL (a database of its own, when reachable) plus the bare
-ASGI baseline (bench/bare.py), all pinned to core 0 with wrk on core 1; seeds data over
-REST; runs every scenario and its baseline alternately, ``--rounds`` times; prints one table
-and stops everything it started; then runs bench/import_members.py (``--quick`` in quick
-mode) when present and prints its output. Any failed request, wrong answer body, dead server
-or failing import_members.py makes it exit non-zero.
+Run it through ``bench/run`` (``--quick`` for the CI smoke version). Every server is pinned
+to core 0 and every load generator (wrk, bench/clients.py) to core 1. Five phases, each
+stopping what it started before the next begins:
 
-A scenario is one entry in SCENARIOS: the call to measure, the data it needs (REST calls
-made once per app beforehand) and its baseline (the bare app answering the same bytes, or
-another OpenTIM call). An entry without a call is a row marked "not yet implemented".
+1. REST on SQLite and PostgreSQL (a scratch database of its own, when reachable): the
+   calls under wrk against the bare ASGI app of bench/bare.py answering the same bytes.
+2. Presence on the memory and the Redis backend (a Redis database of its own, when
+   reachable): 1,000 members held online through real gateway connections, then
+   get_members, get_online_member_num and modify_user_info under wrk, gateway churn,
+   webhook latency and delivery; baselines: bare ASGI (same bytes, or re-encoding the same
+   document), raw Redis doing the same writes, a bare WebSocket echo, a bare receiver.
+3. Idle gateway connections: server memory per connection against a bare WebSocket app.
+4. The presence store in process: memory per member and page latency at 100k members.
+5. bench/import_members.py (``--quick`` in quick mode): import_group_member against the
+   databases' bulk paths.
+
+It prints one table, a targets summary and the import script's own table, writes a copy to
+bench/results/, and stops everything it started, on errors and signals too. Any failed
+request, wrong answer body, dead server, dropped connection or failing step makes it exit
+non-zero; a missed performance target does not (the machine is shared and noisy).
+
+A scenario is one entry in SCENARIOS: a REST call with its data and baseline, or the name of
+a Suite method (``special``) measuring a row that is not one REST call.
 """
 
 from __future__ import annotations
@@ -19,9 +31,13 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
+import math
 import os
 import platform
+import resource
+import select
 import shutil
 import signal
 import socket
@@ -31,25 +47,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
-from opentim.protocol import dispatch, usersig
+from opentim.protocol import usersig
 from opentim.protocol.ratelimit import RateLimiter
+from opentim.webhooks.delivery import WebhookSettings
+from opentim.webhooks.payloads import MEMBER_STATE_CHANGE
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PY = sys.executable
+CLIENTS = str(BENCH / "clients.py")
+BARE = str(BENCH / "bare.py")
 ADMIN = "administrator"
-# The two apps every backend gets: rate limit off (used by default), and one so high it
-# never trips, to price the limiter itself.
-APPS = {"off": 0, "high": 1_000_000}
-LOG_LEVEL = "warning"  # `opentim serve` defaults to info, which logs a line per request
+# Apps every backend may get: rate limit off (used by default); one so high it never trips,
+# to price the limiter; one sending member-state webhooks to a bare receiver.
+APPS = {"off": 0, "high": 1_000_000, "hook": 0}
+LOG_LEVEL = "warning"  # `opentim serve` defaults to info
+PRESENCE = ("memory", "redis")
+REDIS_CLAIM = "opentim_bench_owner"  # marks the Redis database a run has taken
 
 
 class BenchError(Exception):
@@ -69,18 +91,25 @@ class Call:
     expect: int = 0  # the ErrorCode the answer must carry
 
     def key(self) -> str:
-        return self.path + json.dumps(self.body, sort_keys=True)
+        return self.app + self.path + json.dumps(self.body, sort_keys=True)
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    call: Call | None = None  # None: not yet implemented
-    baseline: Call | None = None  # None: bare ASGI answering the same bytes as `call`
-    setup: tuple[Call, ...] = ()  # made once per backend and app, before any load
+    call: Call | None = None  # a REST call under wrk; None: `special` measures the row
+    alternate: Call | None = None  # wrk alternates `call` and this (set, then delete)
+    # None: bare ASGI answering the same bytes; "reencode": bare ASGI re-encoding the same
+    # document with msgspec per request; a Call: another OpenTIM call.
+    baseline: Call | str | None = None
+    redis_baseline: str = ""  # on the Redis backend: this bench/clients.py raw-Redis probe
+    setup: tuple[Call, ...] = ()  # made once per backend before any load
+    after_join: tuple[Call, ...] = ()  # made once the gateway members are online
     backends: tuple[str, ...] = ("sqlite", "postgresql")
-    needs: str = ""  # for a row without a call: the "service/command" it will measure
-    elsewhere: str = ""  # for a row without a call: a bench/ script that measures it
+    special: str = ""  # a Suite method measuring the row (not one REST call under wrk)
+    # Calls leave work behind (pushes): the rate counts until the server is idle again.
+    drain: bool = False
+    connections: int = 0  # wrk connections for this row (and its baseline); 0: --connections
 
 
 USERS = [f"bench_user_{i}" for i in range(10)]
@@ -91,6 +120,56 @@ CREATE_GROUP = Call("group_open_http_svc/create_group", {
     "Type": "Public", "Name": "bench", "GroupId": GROUP, "Owner_Account": USERS[0],
     "MemberList": [{"Member_Account": u} for u in USERS[1:]]})
 ACCOUNT_CHECK = Call("im_open_login_svc/account_check", {"CheckItem": [{"UserID": USERS[0]}]})
+
+AV, MARKS, CHURN = "bench_av", "bench_marks", "bench_churn"
+# Members held online through real gateway connections: group -> (UserID prefix, count).
+# get_members reads bench_av (Mark 1000 on 500 of its 1,000); modify_user_info changes the
+# marks of bench_marks's 500, whose every call pushes marks_changed to those 500 connections.
+HELD = {AV: ("bench_m_", 1000), MARKS: ("bench_k_", 500)}
+MARKED, CHURNERS = 500, 64
+GET_MEMBERS = "group_open_avchatroom_http_svc/get_members"
+
+
+def import_accounts(prefix: str, count: int, app: str = "off") -> tuple[Call, ...]:
+    """Accounts with a nick and an avatar URL, so a 500-row page is ~60 KB, as in real rooms."""
+    return tuple(Call("im_open_login_svc/multiaccount_import", {"AccountList": [
+        {"UserID": f"{prefix}{i}", "Nick": f"Viewer {i}",
+         "FaceUrl": f"https://cdn.example.com/avatar/{i:07d}.png"}
+        for i in range(start, min(start + 100, count))]}, app=app)
+        for start in range(0, count, 100))
+
+
+def av_group(group_id: str, app: str = "off") -> Call:
+    return Call("group_open_http_svc/create_group",
+                {"Type": "AVChatRoom", "Name": "bench", "GroupId": group_id}, app=app)
+
+
+def marks(group: str, command: int, mark: int, members: range) -> Call:
+    prefix = HELD[group][0]
+    return Call("group_open_avchatroom_http_svc/modify_user_info", {
+        "GroupId": group, "CommandType": command,
+        "MemberList": [{"Member_Account": f"{prefix}{i}", "Marks": [mark]} for i in members]})
+
+
+def hook_groups() -> tuple[str, ...]:
+    """AV groups whose callbacks land in different webhook lanes (the dispatcher picks a
+    lane by crc32 of "g:<GroupId>"), so delivery can use every lane."""
+    lanes = WebhookSettings().lanes
+    found: dict[int, str] = {}
+    for i in itertools.count():
+        group = f"bench_hook_{i}"
+        found.setdefault(zlib.crc32(f"g:{group}".encode()) % lanes, group)
+        if len(found) == lanes:
+            return tuple(sorted(found.values()))
+    raise AssertionError
+
+
+HOOK_GROUPS = hook_groups()
+PRESENCE_SETUP = (*(c for prefix, n in HELD.values() for c in import_accounts(prefix, n)),
+                  *import_accounts("bench_c_", CHURNERS), *(av_group(g) for g in HELD),
+                  av_group(CHURN))
+HOOK_SETUP = (*import_accounts("bench_c_", CHURNERS, app="hook"),
+              *(av_group(g, app="hook") for g in HOOK_GROUPS))
 
 SCENARIOS = [
     Scenario("REST edge: account_check, 1 UserID (auth, dispatch, envelope, 1 SELECT)",
@@ -105,19 +184,38 @@ SCENARIOS = [
     Scenario("rate limiter: account_check at 1,000,000/s (baseline: limit off)",
              Call(ACCOUNT_CHECK.path, ACCOUNT_CHECK.body, app="high"), baseline=ACCOUNT_CHECK,
              setup=(IMPORT_USERS,)),
-    # Issue 7, still to come: give each a call, setup and baseline.
-    Scenario("get_members, 500-member page, without Mark",
-             needs="group_open_avchatroom_http_svc/get_members"),
-    Scenario("get_members, 500-member page, with Mark",
-             needs="group_open_avchatroom_http_svc/get_members"),
-    Scenario("get_online_member_num", needs="group_open_http_svc/get_online_member_num"),
-    Scenario("modify_user_info, 500 accounts",
-             needs="group_open_avchatroom_http_svc/modify_user_info"),
-    Scenario("import_group_member, 300 per call",
-             needs="group_open_http_svc/import_group_member", elsewhere="import_members.py"),
-    Scenario("gateway join/leave churn"),
-    Scenario("10k idle gateway connections: memory"),
-    Scenario("100k-member group: memory and latency"),
+    Scenario("get_members, 500-row page of 1,000 online (gateway), without Mark",
+             Call(GET_MEMBERS, {"GroupId": AV, "Timestamp": 0}), baseline="reencode",
+             setup=PRESENCE_SETUP, after_join=(marks(AV, 1, 1000, range(MARKED)),),
+             backends=PRESENCE),
+    Scenario("get_members, Mark 1000: the 500 of 1,000 online holding it",
+             Call(GET_MEMBERS, {"GroupId": AV, "Timestamp": 0, "Mark": 1000}),
+             baseline="reencode", backends=PRESENCE),
+    Scenario("get_online_member_num, 1,000 online",
+             Call("group_open_http_svc/get_online_member_num", {"GroupId": AV}),
+             backends=PRESENCE),
+    *(Scenario(f"modify_user_info, 500 online accounts: set mark 1001, then delete it, "
+               f"{n} at a time; calls/s include pushing marks_changed to the 500 connections",
+               marks(MARKS, 1, 1001, range(500)), alternate=marks(MARKS, 2, 1001, range(500)),
+               redis_baseline="redis-marks", backends=PRESENCE, drain=True, connections=n)
+      for n in (64, 1)),
+    Scenario("import_group_member, 300 per call, 8 clients (bench/import_members.py)",
+             special="imports", backends=("sqlite, one group", "sqlite, many groups",
+                                          "postgresql, one group", "postgresql, many groups")),
+    Scenario("gateway edge: 2 heartbeat round trips, 64 connections", special="heartbeats",
+             backends=("memory",)),
+    Scenario("gateway churn: join_group + quit_group round trips, 64 connections "
+             "(members/s)", special="churn", backends=PRESENCE),
+    Scenario("join + quit latency, paced, with member-state webhooks on (baseline: off)",
+             special="hook_latency", backends=("memory",)),
+    Scenario("webhook delivery: Group.CallbackOnMemberStateChange to a local receiver",
+             special="webhooks", setup=HOOK_SETUP, backends=("memory",)),
+    Scenario("10k idle gateway connections: server memory per connection", special="idle",
+             backends=("memory",)),
+    Scenario("100k online in one group: memory per member (store in process, no sockets)",
+             special="store_memory", backends=PRESENCE),
+    Scenario("100k online in one group: 500-row page latency (store in process)",
+             special="store_page", backends=PRESENCE),
 ]
 
 
@@ -136,6 +234,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def raise_nofile() -> None:
+    """`ulimit -n <hard>` for this process and so for every server and client it starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 @dataclass
 class Server:
     name: str
@@ -152,6 +257,12 @@ class Server:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def rss(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise BenchError(f"{self.name}: no VmRSS")
+
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
             raise BenchError(f"{self.name} server exited ({self.proc.returncode}):\n"
@@ -160,14 +271,15 @@ class Server:
 
 @dataclass
 class Processes:
-    """Everything this run started; stop() ends each by its own process group."""
+    """Everything the current phase started; stop() ends each by its own process group."""
 
-    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    started: list[subprocess.Popen[Any]] = field(default_factory=list)
 
-    def server(self, name: str, argv: list[str], log: Path, timeout: float = 60) -> Server:
+    def server(self, name: str, argv: list[str], log: Path, *, core: int = 0,
+               timeout: float = 60) -> Server:
         port = free_port()
         with log.open("wb") as out:
-            proc = subprocess.Popen([*pinned(0), *argv, "--port", str(port)], cwd=ROOT,
+            proc = subprocess.Popen([*pinned(core), *argv, "--port", str(port)], cwd=ROOT,
                                     stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self.started.append(proc)
@@ -181,18 +293,48 @@ class Processes:
             time.sleep(0.1)
         raise BenchError(f"{name} server did not answer within {timeout:.0f} s; see {log}")
 
+    def client(self, argv: list[str], log: Path) -> subprocess.Popen[str]:
+        """A bench/clients.py process on core 1 that prints READY when it is set up."""
+        with log.open("w") as err:
+            proc = subprocess.Popen([*pinned(1), PY, CLIENTS, *argv], cwd=ROOT, text=True,
+                                    stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+        self.started.append(proc)
+        return proc
+
+    @staticmethod
+    def ready(proc: subprocess.Popen[str], log: Path, timeout: float) -> None:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                line = proc.stdout.readline()
+                if line.startswith("READY"):
+                    return
+                if not line:
+                    break
+        raise BenchError(f"client {' '.join(map(str, proc.args))[-120:]} not ready "
+                         f"(exit {proc.poll()}):\n{log.read_text()[-1500:]}")
+
+    def stop_one(self, proc: subprocess.Popen[Any]) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
     def stop(self) -> None:
         for proc in reversed(self.started):
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
         for proc in reversed(self.started):
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+            self.stop_one(proc)
         self.started.clear()
 
 
@@ -221,6 +363,25 @@ def run(argv: list[str], timeout: float) -> str:
     return out
 
 
+def wait_idle(servers: Sequence[Server], limit: float = 60) -> float | None:
+    """Wait until every server uses under 12% of a core over 0.25 s; returns when that
+    window began (time.monotonic()), or None after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        start, before = time.monotonic(), [s.cpu_seconds() for s in servers]
+        time.sleep(0.25)
+        if all(s.cpu_seconds() - b < 0.03 for s, b in zip(servers, before, strict=True)):
+            return start
+    return None
+
+
+def bench_line(out: str, label: str) -> Any:
+    line = next((x for x in reversed(out.splitlines()) if x.startswith("BENCH ")), None)
+    if line is None:
+        raise BenchError(f"{label} printed no result:\n{out[-2000:]}")
+    return json.loads(line[6:])
+
+
 # --- backends ---------------------------------------------------------------------------
 
 
@@ -228,19 +389,31 @@ def run(argv: list[str], timeout: float) -> str:
 class Backend:
     name: str
     db_url: str
-    sdkappids: dict[str, int]  # app label -> SDKAppID (distinct per backend: see bare.py)
+    first_sdkappid: int  # distinct per backend: the bare app tells URLs apart by query
     version: str = ""
+    redis: str | None = None  # presence in Redis; None: in process memory
+    sdkappids: dict[str, int] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
     queries: dict[str, str] = field(default_factory=dict)  # app label -> query string
     server: Server | None = None
 
-    def create_apps(self) -> None:
-        for app, rate in APPS.items():
-            sdkappid, key = self.sdkappids[app], os.urandom(32).hex()
-            run([PY, "-m", "opentim", "app", "create", "--sdkappid", str(sdkappid), "--key", key,
-                 "--rate-limit", str(rate), "--db", self.db_url], 60)
+    def create_apps(self, labels: dict[str, list[str]]) -> None:
+        """One `opentim app create` per label (extra flags as given)."""
+        for label, flags in labels.items():
+            sdkappid = self.first_sdkappid + list(APPS).index(label)
+            key = os.urandom(32).hex()
+            run([PY, "-m", "opentim", "app", "create", "--sdkappid", str(sdkappid), "--key",
+                 key, "--rate-limit", str(APPS[label]), "--db", self.db_url, *flags], 60)
             sig = usersig.generate(sdkappid, key, ADMIN)
-            self.queries[app] = (f"sdkappid={sdkappid}&identifier={ADMIN}&usersig={sig}"
-                                 f"&random=99999999&contenttype=json")
+            self.sdkappids[label], self.keys[label] = sdkappid, key
+            self.queries[label] = (f"sdkappid={sdkappid}&identifier={ADMIN}&usersig={sig}"
+                                   f"&random=99999999&contenttype=json")
+
+    def start(self, procs: Processes, log: Path) -> Server:
+        argv = [PY, "-m", "opentim", "serve", "--db", self.db_url, "--log-level", LOG_LEVEL]
+        self.server = procs.server(f"OpenTIM ({self.name})",
+                                   argv + (["--redis", self.redis] if self.redis else []), log)
+        return self.server
 
     def url(self, call: Call) -> str:
         assert self.server is not None
@@ -253,6 +426,11 @@ class Backend:
             raise BenchError(f"{self.name}: {call.path} answered ErrorCode {code}, expected "
                              f"{call.expect}: {answer[:300]!r}")
         return answer
+
+    def gateway_args(self, app: str) -> list[str]:
+        assert self.server is not None
+        return ["--url", self.server.url, "--sdkappid", str(self.sdkappids[app]),
+                "--key", self.keys[app]]
 
 
 def postgres_database(admin_url: str, name: str, *, drop: bool = False) -> str:
@@ -276,26 +454,144 @@ def postgres_database(admin_url: str, name: str, *, drop: bool = False) -> str:
     return asyncio.run(asyncio.wait_for(work(), 15))
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clear_redis(client: Any) -> None:
+    """Unlink what OpenTIM servers and this suite left in a database this run owns."""
+    keys = [k for k in client.scan_iter(match="opentim*", count=1000)
+            if k != REDIS_CLAIM.encode()]
+    for i in range(0, len(keys), 1000):
+        client.unlink(*keys[i:i + 1000])
+
+
+def claim_redis(base_url: str) -> tuple[str, str]:
+    """Take a Redis database (15 down to 1) that is empty, or was left by a bench run that
+    died; returns its URL and the server version. Raises if Redis is unreachable."""
+    import redis
+
+    for db in range(15, 0, -1):
+        url = f"{base_url.rstrip('/')}/{db}"
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        try:
+            owner = client.get(REDIS_CLAIM)
+            if owner is not None and pid_alive(int(owner)):
+                continue
+            if owner is None and (client.dbsize() or not client.set(
+                    REDIS_CLAIM, os.getpid(), nx=True, ex=6 * 3600)):
+                continue
+            client.set(REDIS_CLAIM, os.getpid(), ex=6 * 3600)
+            clear_redis(client)
+            return url, "Redis " + str(client.info("server")["redis_version"])
+        finally:
+            client.close()
+    raise BenchError(f"no free Redis database (1-15) at {base_url}")
+
+
+def release_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=10)
+    try:
+        clear_redis(client)
+        if client.get(REDIS_CLAIM) == str(os.getpid()).encode():
+            client.delete(REDIS_CLAIM)
+    finally:
+        client.close()
+
+
 # --- load -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Load:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    cpu_us: float  # server process CPU time (all threads) per request: robust to a busy box
+    """One measurement: ``value`` is a rate (per second), a size (bytes per unit) or, for
+    latency rows, the p50 in ms; cpu_us is the server process's CPU per operation."""
+
+    value: float
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    cpu_us: float | None = None
 
 
-@dataclass(frozen=True)
-class Target:
-    """A URL wrk can hit: the request body file and the exact answer it must get back."""
+class Probe(Protocol):
+    label: str
+
+    def run(self, seconds: int) -> Load: ...
+
+
+@dataclass
+class WrkProbe:
+    """wrk -t1 against one URL, POSTing the request files and checking every answer."""
 
     label: str
     url: str
-    body_file: Path
-    expect_file: Path
+    files: list[Path]  # request, expected answer[, request, expected answer]
     server: Server
+    wrk_bin: str
+    connections: int
+    drain: bool = False  # count the time until the server is idle again in the rate
+    busy: list[float] = field(default_factory=list)  # drain runs: server CPU ÷ wall time
+
+    def run(self, seconds: int) -> Load:
+        argv = [*pinned(1), self.wrk_bin, "-t1", f"-c{self.connections}", f"-d{seconds}s",
+                "--timeout", "5s", "--latency", "-s", str(BENCH / "post.lua"), self.url, "--",
+                *map(str, self.files)]
+        cpu_before = self.server.cpu_seconds()
+        out = run(argv, timeout=seconds + 30)
+        extra = 0.0
+        if self.drain:
+            ended = time.monotonic()
+            idle = wait_idle([self.server])
+            if idle is None:
+                raise BenchError(f"{self.label}: the server was still busy 60 s after the run")
+            extra = max(0.0, idle - ended)
+        cpu = self.server.cpu_seconds() - cpu_before
+        r = bench_line(out, f"wrk for {self.label}")
+        errors = {k: r[k] for k in ("connect_errors", "read_errors", "write_errors",
+                                    "status_errors", "timeouts", "bad_bodies") if r[k]}
+        if r["requests"] == 0 or r["checked"] != r["requests"]:
+            errors["unchecked"] = r["requests"] - r["checked"]
+        if not all(r["matched"]):
+            errors["answer kinds never seen"] = r["matched"]
+        self.server.check_alive()
+        if errors or not r["requests"]:
+            raise BenchError(f"{self.label}: {r['requests']} requests, errors {errors}")
+        seconds_taken = r["duration_us"] / 1e6 + extra
+        if self.drain:
+            self.busy.append(cpu / seconds_taken)
+        return Load(r["requests"] / seconds_taken, r["p50_us"] / 1000, r["p99_us"] / 1000,
+                    cpu / r["requests"] * 1e6)
+
+
+@dataclass
+class ClientProbe:
+    """One bench/clients.py run on core 1; ``latency``: the row compares p50s, not rates."""
+
+    label: str
+    argv: list[str]
+    server: Server | None = None
+    latency: bool = False
+    last: dict[str, Any] = field(default_factory=dict)  # the last run's raw result
+
+    def run(self, seconds: int) -> Load:
+        out = run([*pinned(1), PY, CLIENTS, *self.argv, "--seconds", str(seconds)],
+                  seconds + 120)
+        r = self.last = bench_line(out, self.label)
+        if self.server is not None:
+            self.server.check_alive()
+        if not r["ops"]:
+            raise BenchError(f"{self.label}: no operation completed")
+        p50, p99 = r["p50_us"] / 1000, r["p99_us"] / 1000
+        return Load(p50 if self.latency else r["ops"] / r["seconds"], p50, p99,
+                    r["cpu_s"] / r["ops"] * 1e6)
 
 
 def ensure_wrk(quick: bool) -> str:
@@ -316,28 +612,6 @@ def ensure_wrk(quick: bool) -> str:
                      "(Debian/Ubuntu) or `brew install wrk`")
 
 
-def wrk(binary: str, target: Target, *, seconds: float, connections: int) -> Load:
-    argv = [*pinned(1), binary, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-            "--latency", "-s", str(BENCH / "post.lua"), target.url, "--",
-            str(target.body_file), str(target.expect_file)]
-    cpu_before = target.server.cpu_seconds()
-    out = run(argv, timeout=seconds + 30)
-    cpu = target.server.cpu_seconds() - cpu_before
-    line = next((x for x in out.splitlines() if x.startswith("BENCH ")), None)
-    if line is None:
-        raise BenchError(f"wrk printed no result for {target.label}:\n{out[-2000:]}")
-    r = json.loads(line[6:])
-    errors = {k: r[k] for k in ("connect_errors", "read_errors", "write_errors",
-                                "status_errors", "timeouts", "bad_bodies") if r[k]}
-    if r["requests"] == 0 or r["checked"] != r["requests"]:
-        errors["unchecked"] = r["requests"] - r["checked"]
-    target.server.check_alive()
-    if errors or not r["requests"]:
-        raise BenchError(f"{target.label}: {r['requests']} requests, errors {errors}")
-    return Load(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1000,
-                r["p99_us"] / 1000, cpu / r["requests"] * 1e6)
-
-
 # --- the run ----------------------------------------------------------------------------
 
 
@@ -345,129 +619,183 @@ def wrk(binary: str, target: Target, *, seconds: float, connections: int) -> Loa
 class Row:
     scenario: Scenario
     backend: str
-    target: Target | None = None
-    base: Target | None = None
+    target: Probe | None = None
+    base: Probe | None = None
     base_label: str = "bare ASGI, same bytes"
+    unit: str = "req/s"
+    kind: str = "rate"  # rate: higher is better; size: bytes per unit; latency: p50 in ms
     runs: list[tuple[Load, Load]] = field(default_factory=list)  # (measured, baseline)
     status: str = ""  # why there are no numbers, when there are none
+    same_cpu: bool = True  # False: the baseline's CPU is another process's (Redis)
 
 
 class Suite:
-    def __init__(self, args: argparse.Namespace, procs: Processes, tmp: Path) -> None:
+    def __init__(self, args: argparse.Namespace, tmp: Path, wrk_bin: str) -> None:
         self.args = args
-        self.procs = procs
         self.tmp = tmp
-        self.backends: dict[str, Backend] = {}
-        self.rows: list[Row] = []
+        self.wrk_bin = wrk_bin
+        self.procs = Processes()
+        self.rows = [Row(s, b) for s in SCENARIOS for b in s.backends]
+        self.versions: list[str] = []
         self.failures: list[str] = []
         self.notes: list[str] = []
+        self.import_output = ""
         self.pg_name = f"opentim_bench_{os.getpid()}"
         self.pg_created = False
+        self.redis_url = ""  # the Redis database this run owns, once claimed
+        self.prefix = f"opentim_bench_{os.getpid()}"  # this run's own keys in it
 
-    def start(self) -> None:
-        dispatch.load_services()  # to tell which planned rows the server could run
-        self.backends["sqlite"] = Backend("sqlite", f"sqlite:///{self.tmp}/bench.db",
-                                          {"off": 1400000101, "high": 1400000102},
-                                          version="SQLite " + sqlite3.sqlite_version)
-        if self.args.postgres:
+    def row(self, special: str, backend: str) -> Row:
+        return next(r for r in self.rows
+                    if r.scenario.special == special and r.backend == backend)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"  note: {text}", flush=True)
+
+    def fail(self, rows: list[Row], exc: BenchError) -> None:
+        self.failures.append(str(exc))
+        print(f"  FAILED: {exc}", flush=True)
+        for r in rows:
+            if not r.runs and not r.status:
+                r.status = "FAILED"
+
+    def run(self) -> None:
+        phases: list[tuple[Callable[[], None], Callable[[Row], bool]]] = [
+            (self.phase_rest, lambda r: r.backend in ("sqlite", "postgresql")
+             and r.scenario.call is not None),
+            (self.phase_presence, lambda r: r.backend in PRESENCE
+             and not r.scenario.special.startswith(("store", "idle"))),
+            (self.phase_idle, lambda r: r.scenario.special == "idle"),
+            (self.phase_store, lambda r: r.scenario.special.startswith("store")),
+            (self.phase_imports, lambda r: r.scenario.special == "imports"),
+        ]
+        for phase, mine in phases:
+            if self.args.only and phase.__name__.removeprefix("phase_") not in self.args.only:
+                for r in self.rows:
+                    if mine(r):
+                        r.status = r.status or "not run (--only)"
+                continue
+            print(f"{phase.__name__}: {phase.__doc__}", flush=True)
             try:
-                version = postgres_database(self.args.postgres, self.pg_name)
-            except Exception as exc:
-                reason = f"PostgreSQL not reachable at {self.args.postgres}: {exc!r}"
-                if os.environ.get("OPENTIM_REQUIRE_SERVICES") == "1":
-                    raise BenchError(reason + " (OPENTIM_REQUIRE_SERVICES=1)") from None
-                self.notes.append("skipped " + reason)
-            else:
-                self.pg_created = True
-                self.backends["postgresql"] = Backend(
-                    "postgresql", f"{self.args.postgres.rstrip('/')}/{self.pg_name}",
-                    {"off": 1400000201, "high": 1400000202}, version="PostgreSQL " + version)
-        for b in self.backends.values():
-            b.create_apps()
-            b.server = self.procs.server(
-                f"OpenTIM ({b.name})",
-                [PY, "-m", "opentim", "serve", "--db", b.db_url, "--log-level", LOG_LEVEL],
-                self.tmp / f"{b.name}.log")
-        for b in self.backends.values():
-            seen: set[str] = set()
-            for call in (c for s in SCENARIOS for c in s.setup):
-                if call.key() not in seen:
-                    seen.add(call.key())
-                    for app in APPS:
-                        b.post(Call(call.path, call.body, app=app))
-        self.plan()
+                phase()
+            except BenchError as exc:
+                self.fail([r for r in self.rows if mine(r)], exc)
+            finally:
+                self.procs.stop()
 
-    def target(self, label: str, b: Backend, call: Call, answer: bytes) -> Target:
-        assert b.server is not None
-        n = len(list(self.tmp.glob("req-*")))
-        return Target(label, b.url(call),
-                      self.write(f"req-{n}.json", json.dumps(call.body).encode()),
-                      self.write(f"expect-{n}.json", answer), b.server)
+    def stop(self) -> None:
+        self.procs.stop()
+        if self.pg_created:
+            with contextlib.suppress(Exception):
+                postgres_database(self.args.postgres, self.pg_name, drop=True)
+        if self.redis_url:
+            with contextlib.suppress(Exception):
+                release_redis(self.redis_url)
+
+    # --- REST rows under wrk ------------------------------------------------------------
 
     def write(self, name: str, data: bytes) -> Path:
         (self.tmp / name).write_bytes(data)
         return self.tmp / name
 
-    def plan(self) -> None:
-        """One row per scenario and backend; learn each answer's bytes; start the bare app."""
-        bare_rows: list[Row] = []
-        for s in SCENARIOS:
-            if s.call is None:
-                status = "not yet implemented"
-                if s.elsewhere and (BENCH / s.elsewhere).exists():
-                    status = f"see bench/{s.elsewhere} below"
-                elif tuple(s.needs.split("/")) in dispatch.COMMANDS:
-                    status += f" (the server has {s.needs.split('/')[1]})"
-                self.rows.append(Row(s, "—", status=status))
-                continue
-            for name in s.backends:
-                row = Row(s, name)
-                self.rows.append(row)
-                b = self.backends.get(name)
-                if b is None:
-                    row.status = f"skipped: no {name}"
-                    continue
-                label = f"{s.call.path} on {name}" + ("" if s.call.app == "off" else
-                                                      f", rate limit {APPS[s.call.app]:,}")
-                row.target = self.target(label, b, s.call, b.post(s.call))
-                if s.baseline is None:
-                    bare_rows.append(row)
-                else:
-                    row.base_label = ("OpenTIM, rate limit off" if s.baseline.path == s.call.path
-                                      else f"OpenTIM {s.baseline.path}")
-                    row.base = self.target(label + " (baseline)", b, s.baseline,
-                                           b.post(s.baseline))
-        if not bare_rows:
-            return
-        entries = []
-        for row in bare_rows:
-            assert row.target is not None
-            path, _, query = row.target.url.partition("/v4/")[2].partition("?")
-            entries.append({"path": "/v4/" + path, "query": query,
-                            "body_b64": base64.b64encode(row.target.expect_file.read_bytes())
-                            .decode()})
-        bodies = self.write("bare-bodies.json", json.dumps(entries).encode())
-        bare = self.procs.server(
-            "bare ASGI", [PY, str(BENCH / "bare.py"), "--bodies", str(bodies),
-                          "--log-level", LOG_LEVEL], self.tmp / "bare.log")
-        for row in bare_rows:
-            t = row.target
-            assert t is not None
-            row.base = Target(t.label + " (bare)", bare.url + t.url[len(t.server.url):],
-                              t.body_file, t.expect_file, bare)
-            got = httpx.post(row.base.url, content=t.body_file.read_bytes(), timeout=10,
-                             trust_env=False).content
-            if got != t.expect_file.read_bytes():
-                raise BenchError(f"bare app answered {got[:200]!r} for {t.label}")
+    def wrk_probe(self, label: str, url: str, calls: list[Call], answers: list[bytes],
+                  server: Server, connections: int = 0) -> WrkProbe:
+        files = []
+        for call, answer in zip(calls, answers, strict=True):
+            n = len(list(self.tmp.glob("req-*")))
+            files += [self.write(f"req-{n}.json", json.dumps(call.body).encode()),
+                      self.write(f"expect-{n}.json", answer)]
+        return WrkProbe(label, url, files, server, self.wrk_bin,
+                        connections or self.args.connections)
 
-    def measure(self, wrk_bin: str) -> None:
-        pairs = [r for r in self.rows if r.target and r.base]
-        conns = self.args.connections
-        for r in pairs:  # warm caches, pools and sigs; not counted
-            for t in (r.base, r.target):
-                assert t is not None
-                self.guard(r, partial(wrk, wrk_bin, t, seconds=1, connections=conns))
-        for n in range(self.args.rounds):
+    @staticmethod
+    def seed(b: Backend, calls: Iterator[Call]) -> None:
+        """Make each setup call once on this backend (calls for apps it lacks are skipped)."""
+        seen: set[str] = set()
+        for call in calls:
+            if call.key() not in seen and call.app in b.queries:
+                seen.add(call.key())
+                b.post(call)
+
+    def plan_calls(self, backends: dict[str, Backend]) -> Server | None:
+        """Probes for the REST rows of these backends; starts the bare app the rows that
+        compare with it need (it also serves the WebSocket echo)."""
+        bare_rows: list[tuple[Row, list[Call], list[bytes]]] = []
+        for row in self.rows:
+            s = row.scenario
+            if s.call is None or row.backend not in backends or row.status:
+                continue
+            b = backends[row.backend]
+            assert b.server is not None
+            calls = [s.call] + ([s.alternate] if s.alternate else [])
+            answers = [b.post(c) for c in calls]
+            label = f"{s.call.path} on {b.name}" + ("" if s.call.app == "off" else
+                                                    f", rate limit {APPS[s.call.app]:,}")
+            row.target = self.wrk_probe(label, b.url(s.call), calls, answers, b.server,
+                                        s.connections)
+            row.target.drain = s.drain
+            if isinstance(s.baseline, Call):
+                row.base_label = ("OpenTIM, rate limit off" if s.baseline.path == s.call.path
+                                  else f"OpenTIM {s.baseline.path}")
+                row.base = self.wrk_probe(label + " (baseline)", b.url(s.baseline),
+                                          [s.baseline], [b.post(s.baseline)], b.server)
+            elif b.redis and s.redis_baseline:
+                links = min(8, row.target.connections)
+                row.base_label = (f"raw Redis: 500×(HSET+ZADD), then 500×(HDEL+ZREM), each "
+                                  f"one pipeline, {links} connection(s)")
+                row.same_cpu = False
+                row.base = ClientProbe("raw Redis marks", [
+                    s.redis_baseline, "--redis", self.redis_url, "--prefix", self.prefix,
+                    "--count", str(links), "--members", "500"])
+            else:
+                bare_rows.append((row, calls, answers))
+        entries = []
+        for row, calls, answers in bare_rows:
+            reencode = row.scenario.baseline == "reencode"
+            if reencode:
+                row.base_label = "bare ASGI, msgspec re-encode of the same document"
+            assert isinstance(row.target, WrkProbe)
+            path, _, query = row.target.url.partition("/v4/")[2].partition("?")
+            for call, answer in zip(calls, answers, strict=True):
+                entries.append({"path": "/v4/" + path, "query": query, "reencode": reencode,
+                                "request_b64": base64.b64encode(json.dumps(call.body).encode()
+                                                                ).decode(),
+                                "body_b64": base64.b64encode(answer).decode()})
+        bodies = self.write(f"bare-bodies-{len(list(self.tmp.glob('bare-*')))}.json",
+                            json.dumps(entries).encode())
+        bare = self.procs.server("bare ASGI", [PY, BARE, "--bodies", str(bodies),
+                                               "--log-level", LOG_LEVEL],
+                                 self.tmp / f"bare-{bodies.stem}.log")
+        for row, calls, answers in bare_rows:
+            t = row.target
+            assert isinstance(t, WrkProbe)
+            row.base = WrkProbe(t.label + " (bare)", bare.url + t.url[len(t.server.url):],
+                                t.files, bare, self.wrk_bin, t.connections)
+            for call, answer in zip(calls, answers, strict=True):
+                got = httpx.post(row.base.url, content=json.dumps(call.body).encode(),
+                                 timeout=10, trust_env=False).content
+                if got != answer:
+                    raise BenchError(f"bare app answered {got[:200]!r} for {t.label}")
+        return bare
+
+    def measure(self, rows: list[Row], rounds: int, servers: Sequence[Server] = ()) -> None:
+        """Paired runs of each row's probe and baseline; ``servers``: wait for them to go
+        idle after every run, so one run's aftermath (pushes, webhooks) stays in it."""
+        pairs = [r for r in rows if r.target and r.base and not r.status]
+        seconds = self.args.seconds
+
+        def run(probe: Probe, seconds: int) -> Load:
+            load = probe.run(seconds)
+            self.settle(servers)
+            return load
+
+        if not self.args.quick:
+            for r in pairs:  # warm caches, pools and sigs; not counted
+                for probe in (r.base, r.target):
+                    assert probe is not None
+                    self.guard(r, lambda p=probe: run(p, 1))
+        for n in range(rounds):
             for r in pairs:
                 if r.status:
                     continue
@@ -475,17 +803,20 @@ class Suite:
                 # Alternate who goes first so a slow spell on the machine hits both sides.
                 first, second = (r.base, r.target) if n % 2 == 0 else (r.target, r.base)
                 loads = []
-                for t in (first, second):
-                    load = self.guard(r, partial(wrk, wrk_bin, t, seconds=self.args.seconds,
-                                                 connections=conns))
+                for probe in (first, second):
+                    load = self.guard(r, lambda p=probe: run(p, seconds))
                     if load is None:
                         break
                     loads.append(load)
                 else:
                     base, measured = loads if first is r.base else loads[::-1]
                     r.runs.append((measured, base))
-                    print(f"  round {n + 1}: {r.target.label}: {measured.rps:,.0f} req/s, "
-                          f"baseline {base.rps:,.0f}", flush=True)
+                    print(f"  round {n + 1}: {r.scenario.name[:60]} [{r.backend}]: "
+                          f"{measured.value:,.2f} vs baseline {base.value:,.2f}", flush=True)
+
+    def settle(self, servers: Sequence[Server]) -> None:
+        if servers and wait_idle(servers) is None:
+            self.note("servers still busy 60 s after a run")
 
     def guard(self, row: Row, work: Callable[[], Load]) -> Load | None:
         if row.status:
@@ -498,46 +829,451 @@ class Suite:
             print(f"  FAILED: {exc}", flush=True)
             return None
 
-    def stop(self) -> None:
-        self.procs.stop()
+    # --- phase 1: REST on SQLite and PostgreSQL ------------------------------------------
+
+    def phase_rest(self) -> None:
+        """REST calls on SQLite and PostgreSQL"""
+        backends = {"sqlite": Backend("sqlite", f"sqlite:///{self.tmp}/bench.db", 1400000100,
+                                      version="SQLite " + sqlite3.sqlite_version)}
+        if self.args.postgres:
+            try:
+                version = postgres_database(self.args.postgres, self.pg_name)
+            except Exception as exc:
+                reason = f"PostgreSQL not reachable at {self.args.postgres}: {exc!r}"
+                if os.environ.get("OPENTIM_REQUIRE_SERVICES") == "1":
+                    raise BenchError(reason + " (OPENTIM_REQUIRE_SERVICES=1)") from None
+                self.note("skipped " + reason)
+            else:
+                self.pg_created = True
+                backends["postgresql"] = Backend(
+                    "postgresql", f"{self.args.postgres.rstrip('/')}/{self.pg_name}",
+                    1400000200, version="PostgreSQL " + version)
+        for row in self.rows:
+            if row.backend == "postgresql" and "postgresql" not in backends:
+                row.status = "skipped: no postgresql"
+        for b in backends.values():
+            self.versions.append(b.version)
+            b.create_apps({"off": [], "high": []})
+            b.start(self.procs, self.tmp / f"{b.name}.log")
+        for b in backends.values():  # setup data on both apps
+            self.seed(b, (Call(c.path, c.body, app=app) for app in ("off", "high")
+                          for s in SCENARIOS if b.name in s.backends for c in s.setup))
+        self.plan_calls(backends)
+        self.measure([r for r in self.rows if r.backend in backends], self.args.rounds)
         if self.pg_created:
-            with contextlib.suppress(Exception):
-                postgres_database(self.args.postgres, self.pg_name, drop=True)
+            postgres_database(self.args.postgres, self.pg_name, drop=True)
+            self.pg_created = False
+
+    # --- phase 2: presence, gateway and webhooks ----------------------------------------
+
+    def phase_presence(self) -> None:
+        """presence on the memory and Redis backends, through the gateway"""
+        if self.args.redis:
+            try:
+                self.redis_url, version = claim_redis(self.args.redis)
+                self.versions.append(version)
+            except Exception as exc:
+                reason = f"Redis not reachable at {self.args.redis}: {exc!r}"
+                if os.environ.get("OPENTIM_REQUIRE_SERVICES") == "1":
+                    raise BenchError(reason + " (OPENTIM_REQUIRE_SERVICES=1)") from None
+                self.note("skipped " + reason)
+        receiver = self.procs.server("webhook receiver", [PY, BARE, "--log-level", LOG_LEVEL],
+                                     self.tmp / "receiver.log", core=1)
+        backends = {"memory": Backend("memory", f"sqlite:///{self.tmp}/memory.db", 1400000300)}
+        if self.redis_url:
+            backends["redis"] = Backend("redis", f"sqlite:///{self.tmp}/redis.db", 1400000400,
+                                        redis=self.redis_url)
+        for row in self.rows:
+            if row.backend == "redis" and not self.redis_url:
+                row.status = "skipped: no Redis"
+        hook = ["--callback-url", f"{receiver.url}/callback", "--callback-command",
+                MEMBER_STATE_CHANGE]
+        for b in backends.values():
+            b.create_apps({"off": [], **({"hook": hook} if b.name == "memory" else {})})
+            b.start(self.procs, self.tmp / f"{b.name}.log")
+        for b in backends.values():
+            self.seed(b, (c for s in SCENARIOS if b.name in s.backends for c in s.setup))
+        holders = {(b.name, group): self.procs.client(
+            ["hold", *b.gateway_args("off"), "--prefix", prefix, "--count", str(count),
+             "--join", group], self.tmp / f"hold-{b.name}-{group}.log")
+            for b in backends.values() for group, (prefix, count) in HELD.items()}
+        for (name, group), proc in holders.items():
+            self.procs.ready(proc, self.tmp / f"hold-{name}-{group}.log", 180)
+        for b in backends.values():
+            self.seed(b, (c for s in SCENARIOS if b.name in s.backends for c in s.after_join))
+        bare = self.plan_calls(backends)
+        assert bare is not None
+        self.plan_gateway(backends, bare)
+        servers = [b.server for b in backends.values() if b.server is not None]
+        # modify_user_info goes last: each call pushes marks_changed with 500 members to the
+        # 500 held connections of its group, work that would spill into the rows after it.
+        rows = [r for r in self.rows if r.backend in backends and r.target]
+        self.measure([r for r in rows if not r.scenario.drain],
+                     self.args.presence_rounds, servers)
+        self.check_online(backends, holders, "after the gateway rows")
+        if "memory" in backends:
+            row = self.row("webhooks", "memory")
+            try:
+                self.measure_webhooks(row, backends["memory"], receiver)
+            except BenchError as exc:
+                self.fail([row], exc)
+        self.check_online(backends, holders, "after the webhook rows")
+        last = [r for r in rows if r.scenario.drain]
+        self.measure(last, self.args.presence_rounds, servers)
+        for r in last:
+            if isinstance(r.target, WrkProbe) and r.target.busy:
+                busy = statistics.median(r.target.busy)
+                self.note(f"{r.scenario.name.split(';')[0]} [{r.backend}]: the server was busy "
+                          f"{busy:.0%} of the run (its CPU time ÷ wall time, drain included)")
+        self.check_online(backends, holders, "after modify_user_info")
+
+    def check_online(self, backends: dict[str, Backend],
+                     holders: dict[tuple[str, str], subprocess.Popen[str]], when: str) -> None:
+        """The held members must all still be online, their holder processes alive."""
+        for (name, group), proc in holders.items():
+            count = Call("group_open_http_svc/get_online_member_num", {"GroupId": group})
+            online = json.loads(backends[name].post(count))["OnlineMemberNum"]
+            if online != HELD[group][1] or proc.poll() is not None:
+                raise BenchError(f"{name}, {when}: {online} of {HELD[group][1]} held members "
+                                 f"of {group} online, holder exit code {proc.poll()}; see "
+                                 f"{self.tmp / f'hold-{name}-{group}.log'}")
+
+    def churn_probe(self, label: str, b: Backend, app: str, groups: tuple[str, ...],
+                    *extra: str, latency: bool = False) -> ClientProbe:
+        assert b.server is not None
+        return ClientProbe(label, [
+            "churn", *b.gateway_args(app), "--prefix", "bench_c_", "--count", str(CHURNERS),
+            "--groups", ",".join(groups), "--server-pid", str(b.server.proc.pid), *extra],
+            b.server, latency)
+
+    def plan_gateway(self, backends: dict[str, Backend], bare: Server) -> None:
+        # pairs/s, 2 callbacks each: well below what delivery sustains (~600/s measured)
+        rate = "100" if self.args.quick else "150"
+        for row in self.rows:
+            b = backends.get(row.backend)
+            special = row.scenario.special
+            if b is None or row.status or special not in ("heartbeats", "churn",
+                                                          "hook_latency"):
+                continue
+            if special == "heartbeats":
+                row.unit = "round trips/s"
+                row.target = self.churn_probe("heartbeats", b, "off", (CHURN,), "--op",
+                                              "heartbeat")
+                row.base = ClientProbe("heartbeats, bare echo", [
+                    "churn", "--url", bare.url, "--sdkappid", "1", "--key", "x", "--count",
+                    str(CHURNERS), "--groups", CHURN, "--op", "heartbeat", "--server-pid",
+                    str(bare.proc.pid)], bare)
+                row.base_label = "bare ASGI WebSocket echo, same client"
+            elif special == "churn":
+                if not self.redis_url:
+                    row.status = "skipped: no Redis for the baseline"
+                    continue
+                row.unit, row.same_cpu = "members/s", False
+                row.target = self.churn_probe(f"churn on {b.name}", b, "off", (CHURN,))
+                row.base = ClientProbe("raw Redis churn", [
+                    "redis-churn", "--redis", self.redis_url, "--prefix", self.prefix,
+                    "--count", str(CHURNERS)])
+                row.base_label = ("raw Redis: a join's INCR+ZADD+HSET+HINCRBY+HSET, a leave's "
+                                  "4 HDEL/ZREM, 2 pipelines, redis-py asyncio, 64 tasks")
+            else:
+                row.kind, row.unit = "latency", "ms"
+                row.target = self.churn_probe("paced churn, webhooks on", b, "hook",
+                                              HOOK_GROUPS, "--rate", rate, latency=True)
+                row.base = self.churn_probe("paced churn, webhooks off", b, "off",
+                                            (CHURN,), "--rate", rate, latency=True)
+                row.base_label = f"same, app without callback URL ({rate} pairs/s)"
+
+    def measure_webhooks(self, row: Row, b: Backend, receiver: Server) -> None:
+        """Flat-out churn on the app with webhooks fills the delivery queues; the rate at
+        which they drain is the delivery throughput. Baseline: the receiver's own max."""
+        assert b.server is not None
+        row.unit, row.base_label = "deliveries/s", "the receiver's own max under wrk"
+        twin = self.procs.server("receiver (baseline)", [PY, BARE, "--log-level", LOG_LEVEL],
+                                 self.tmp / "receiver-twin.log")
+        sample = json.dumps({"CallbackCommand": MEMBER_STATE_CHANGE, "GroupId": HOOK_GROUPS[0],
+                             "Type": "AVChatRoom", "EventType": "Online", "EventCause": "Join",
+                             "MemberList": [{"Member_Account": "bench_c_0"}],
+                             "EventTime": "1795381924000"}).encode()
+        query = f"SdkAppid={b.sdkappids['hook']}&CallbackCommand={MEMBER_STATE_CHANGE}"
+        base_probe = WrkProbe("receiver under wrk", f"{twin.url}/callback?{query}&contenttype="
+                              "json", [self.write("callback.json", sample), self.write(
+                                  "callback-ok.json", b'{"ActionStatus":"OK","ErrorCode":0,'
+                                  b'"ErrorInfo":""}')], twin, self.wrk_bin,
+                              self.args.connections)
+        churn = self.churn_probe("churn with webhooks", b, "hook", HOOK_GROUPS)
+        for _ in range(1 if self.args.quick else 3):
+            base = base_probe.run(self.args.seconds)
+            measured = self.delivery(b, receiver, churn, b.sdkappids["hook"])
+            row.runs.append((measured, base))
+            print(f"  webhooks: {measured.value:,.0f} deliveries/s, receiver alone "
+                  f"{base.value:,.0f} req/s", flush=True)
+
+    def delivery(self, b: Backend, receiver: Server, churn: ClientProbe, app: int) -> Load:
+        assert b.server is not None
+        server = b.server
+
+        def metrics() -> dict[str, float]:
+            text = httpx.get(server.url + "/metrics", timeout=10, trust_env=False).text
+            found = {"sent": 0.0, "dropped": 0.0, "failed": 0.0, "retried": 0.0}
+            for line in text.splitlines():
+                if line.startswith("opentim_webhook_deliveries_total{") and \
+                        f'sdkappid="{app}"' in line:
+                    found[line.split('outcome="')[1].split('"')[0]] = float(line.split()[-1])
+                elif line.startswith("opentim_webhook_queued "):
+                    found["queued"] = float(line.split()[-1])
+            return found
+
+        def received() -> int:
+            return int(httpx.get(receiver.url + "/count", timeout=10, trust_env=False).text)
+
+        m0, r0, t0, cpu0 = metrics(), received(), time.monotonic(), server.cpu_seconds()
+        load = churn.run(1)  # ~3k pairs: 6k callbacks, within the 10k queue of the app
+        events = 2 * churn.last["ops"]
+        t1, cpu1, m1 = time.monotonic(), server.cpu_seconds(), metrics()
+        deadline = t1 + 120
+        while True:
+            m2 = metrics()
+            if sum(m2[k] - m0[k] for k in ("sent", "dropped", "failed")) >= events or \
+                    time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        t2, cpu2 = time.monotonic(), server.cpu_seconds()
+        sent, dropped, failed = (m2[k] - m0[k] for k in ("sent", "dropped", "failed"))
+        drained = m2["sent"] - m1["sent"]
+        if failed or sent + dropped < events:
+            raise BenchError(f"webhooks: {events} callbacks, {sent:.0f} sent, {dropped:.0f} "
+                             f"dropped, {failed:.0f} failed, still queued after 120 s")
+        if received() - r0 < sent:
+            raise BenchError(f"webhooks: the receiver got {received() - r0} of {sent:.0f}")
+        if m1["queued"] < 200 or drained <= 0:
+            self.note(f"webhooks: the queues never built up ({m1['queued']:.0f} queued when "
+                      "churn stopped): the figure is deliveries during churn, a lower bound")
+            return Load(sent / (t2 - t0), cpu_us=(cpu2 - cpu0) / sent * 1e6)
+        self.note(f"webhooks: churn with webhooks on ran {load.value:,.0f} pairs/s "
+                  f"({events:,} callbacks): {m1['sent'] - m0['sent']:,.0f} delivered during "
+                  f"it, {m1['queued']:,.0f} queued at its end, {dropped:,.0f} dropped "
+                  f"(queues full), {m2['retried'] - m0['retried']:,.0f} retried; the queue "
+                  f"then drained at the rate shown, {len(HOOK_GROUPS)} groups over "
+                  f"{WebhookSettings().lanes} lanes")
+        return Load(drained / (t2 - t1), cpu_us=(cpu2 - cpu1) / drained * 1e6)
+
+    # --- phase 3: idle connections -------------------------------------------------------
+
+    def phase_idle(self) -> None:
+        """idle gateway connections: server memory"""
+        row = self.row("idle", "memory")
+        count = 1000 if self.args.quick else 10_000
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and hard < count + 500:
+            count = (hard - 500) // 1000 * 1000
+            self.note(f"idle connections: the open-file limit ({hard}) allows only {count:,}")
+        row.kind, row.unit = "size", "conn"
+        row.base_label = f"bare uvicorn WebSocket echo, same {count:,} connections"
+        b = Backend("idle", f"sqlite:///{self.tmp}/idle.db", 1400000500)
+        b.create_apps({"off": []})
+        server = b.start(self.procs, self.tmp / "idle.log")
+        measured = self.hold_memory(server, b.gateway_args("off"), count)
+        self.procs.stop_one(server.proc)  # not busy closing 10k sockets during the baseline
+        bare = self.procs.server("bare WebSocket", [PY, BARE, "--log-level", LOG_LEVEL],
+                                 self.tmp / "bare-ws.log")
+        base = self.hold_memory(bare, ["--url", bare.url, "--sdkappid", "1", "--key", "x"],
+                                count)
+        row.runs.append((Load(measured), Load(base)))
+
+    def hold_memory(self, server: Server, gateway: list[str], count: int) -> float:
+        """Server RSS growth per connection, from 20 warm-up connections to 20 + count."""
+        log = self.tmp / f"hold-{server.port}"
+        warm = self.procs.client(["hold", *gateway, "--prefix", "bench_w_", "--count", "20"],
+                                 log.with_suffix(".warm"))
+        self.procs.ready(warm, log.with_suffix(".warm"), 60)
+        time.sleep(1)
+        before = server.rss()
+        per = math.ceil(count / (1 if count <= 2500 else 4))  # one process per 2,500
+        holders = [self.procs.client(["hold", *gateway, "--prefix", "bench_i_", "--first",
+                                      str(first), "--count", str(per)],
+                                     log.with_suffix(f".{first}"))
+                   for first in range(0, count, per)]
+        for proc, first in zip(holders, range(0, count, per), strict=True):
+            self.procs.ready(proc, log.with_suffix(f".{first}"), 300)
+        time.sleep(2)
+        after = server.rss()
+        server.check_alive()
+        for proc in [*holders, warm]:
+            if proc.poll() is not None:
+                raise BenchError(f"{server.name}: held connections were dropped")
+        self.note(f"{server.name}: RSS {before / 2**20:.1f} MiB with 20 connections, "
+                  f"{after / 2**20:.1f} MiB with {20 + count:,}")
+        for proc in [*holders, warm]:
+            self.procs.stop_one(proc)
+        return (after - before) / count
+
+    # --- phase 4: the presence store at 100k members -------------------------------------
+
+    def phase_store(self) -> None:
+        """the presence store in process: memory and page latency at 100k members"""
+        members = 10_000 if self.args.quick else 100_000
+        calls = "200" if self.args.quick else "1000"
+
+        def store(backend: str) -> Any:
+            out = run([*pinned(0), PY, CLIENTS, "store", "--backend", backend, "--members",
+                       str(members), "--calls", calls, "--redis", self.redis_url,
+                       "--prefix", self.prefix], 600)
+            return bench_line(out, f"store {backend}")
+
+        for backend, baseline in (("memory", "dict"), ("redis", "redis-raw")):
+            mem_row, page_row = self.row("store_memory", backend), self.row("store_page",
+                                                                            backend)
+            if backend == "redis" and not self.redis_url:
+                mem_row.status = page_row.status = "skipped: no Redis"
+                continue
+            mem_row.kind, mem_row.unit = "size", "member"
+            page_row.kind, page_row.unit = "latency", "ms"
+            try:
+                got, base = store(backend), store(baseline)
+            except BenchError as exc:
+                self.fail([mem_row, page_row], exc)
+                continue
+            mem_row.runs.append((Load(got["bytes"] / members), Load(base["bytes"] / members)))
+            big, small = got[f"page_{members}"], got["page_500"]
+            page_row.runs.append((Load(big["p50_us"] / 1000, big["p50_us"] / 1000,
+                                       big["p99_us"] / 1000),
+                                  Load(small["p50_us"] / 1000, small["p50_us"] / 1000,
+                                       small["p99_us"] / 1000)))
+            marks = (f"set_marks / delete_marks of mark 1001 on 500 members (modify_user_info"
+                     f"'s store work): p50 {got['marks_500']['p50_us']:,.0f} µs, p99 "
+                     f"{got['marks_500']['p99_us']:,.0f} µs")
+            if backend == "memory":
+                mem_row.base_label = "plain dicts: account → row bytes, conn id → account"
+                self.note(f"store, memory: {members:,} joins in {got['join_s']:.2f} s; RSS "
+                          f"growth, a fresh process each; {marks}")
+            else:
+                mem_row.base_label = "raw Redis: ZADD order + HSET rows + HSET conn ids"
+                raw = base[f"page_{members}"]
+                self.note(f"store, Redis: {members:,} joins in {got['join_s']:.2f} s (64 in "
+                          f"flight); used_memory growth less client buffers (all of Redis: "
+                          f"other clients' writes add noise); MEMORY USAGE of the keys: "
+                          f"{got['usage'] / members:,.0f} B/member, raw "
+                          f"{base['usage'] / members:,.0f}; raw ZREVRANGE + HMGET of 500: "
+                          f"p50 {raw['p50_us']:,.0f} µs, p99 {raw['p99_us']:,.0f} µs; {marks}")
+            page_row.base_label = "the same page at 500 members"
+
+    # --- phase 5: import_group_member ----------------------------------------------------
+
+    def phase_imports(self) -> None:
+        """bench/import_members.py"""
+        flags = ["--quick"] if self.args.quick else []
+        if self.args.postgres:
+            flags += ["--pg-url", f"{self.args.postgres.rstrip('/')}/postgres"]
+        else:
+            flags += ["--db", "sqlite"]
+        out = run([PY, str(BENCH / "import_members.py"), *flags],
+                  120 if self.args.quick else 3600)
+        self.import_output = f"$ python bench/import_members.py {' '.join(flags)}\n{out}"
+        results = bench_line(out, "import_members.py")
+        for row in self.rows:
+            if row.scenario.special != "imports":
+                continue
+            db, _, scenario = row.backend.partition(", ")
+            mine = [r for r in results if (r["db"], r["scenario"]) == (db, scenario)]
+            endpoint = [r for r in mine if r["path"].startswith("endpoint")]
+            bulk = [r for r in mine if not r["path"].startswith("endpoint")]
+            if not endpoint or not bulk:
+                row.status = f"skipped: no {db}"
+                continue
+            fastest = max(bulk, key=lambda r: r["members"] / r["seconds"])
+            row.unit = "members/s"
+            row.base_label = f"fastest bulk path: {fastest['path']}"
+            row.runs.append((Load(endpoint[0]["members"] / endpoint[0]["seconds"]),
+                             Load(fastest["members"] / fastest["seconds"])))
 
 
 # --- report -----------------------------------------------------------------------------
 
 
-def ms(value: float) -> str:
-    return f"{value:.2f} ms"
+def dur(ms: float | None) -> str:
+    if ms is None:
+        return "—"
+    return f"{ms:,.2f} ms" if abs(ms) >= 1 else f"{ms * 1000:,.0f} µs"
+
+
+def size(n: float) -> str:
+    return f"{n / 1024:,.1f} KB" if abs(n) >= 1024 else f"{n:,.0f} B"
+
+
+def med(values: Iterator[float | None]) -> float | None:
+    found = [v for v in values if v is not None]
+    return statistics.median(found) if found else None
+
+
+def cells(row: Row, loads: list[Load]) -> list[str]:
+    value = statistics.median(x.value for x in loads)
+    shown = {"rate": f"{value:,.0f} {row.unit}", "size": f"{size(value)}/{row.unit}",
+             "latency": f"{dur(value)} p50"}[row.kind]
+    cpu = med(x.cpu_us for x in loads)
+    return [shown, dur(med(x.p50_ms for x in loads)), dur(med(x.p99_ms for x in loads)),
+            "—" if cpu is None else f"{cpu:,.1f} µs"]
 
 
 def render(rows: list[Row]) -> str:
-    head = ("| scenario | db | req/s | p50 | p99 | CPU/req | baseline | base req/s | base p50 "
-            "| base p99 | base CPU/req | req/s ratio (range) | added per request: 1/req/s "
-            "| added per request: CPU |")
+    head = ("| scenario | backend | result | p50 | p99 | server CPU/op | baseline | base result "
+            "| base p50 | base p99 | base CPU/op | ratio (range) | added per op | added CPU/op |")
     lines = [head, "|---|---|" + "---:|" * 4 + "---|" + "---:|" * 7]
     for r in rows:
         if not r.runs or r.status:
             lines.append(f"| {r.scenario.name} | {r.backend} | {r.status or 'no result'} |"
                          + " — |" * 11)
             continue
-        med = statistics.median
-        ratios = [x.rps / y.rps for x, y in r.runs]
-        added = med(1e6 / x.rps - 1e6 / y.rps for x, y in r.runs)
-        added_cpu = med(x.cpu_us - y.cpu_us for x, y in r.runs)
+        ratios = [x.value / y.value for x, y in r.runs]
         spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
-        cells = [r.scenario.name, r.backend, *summary([x for x, _ in r.runs]), r.base_label,
-                 *summary([y for _, y in r.runs]), f"{med(ratios):.2f}×{spread}",
-                 f"{added:+,.1f} µs", f"{added_cpu:+,.1f} µs"]
-        lines.append("| " + " | ".join(cells) + " |")
+        if r.kind == "rate":
+            per_op = statistics.median(1e6 / x.value - 1e6 / y.value for x, y in r.runs)
+            added = f"{per_op:+,.1f} µs"
+        elif r.kind == "size":
+            diff = statistics.median(x.value - y.value for x, y in r.runs)
+            added = ("+" if diff >= 0 else "−") + size(abs(diff))
+        else:
+            diff = statistics.median(x.value - y.value for x, y in r.runs)
+            added = ("+" if diff >= 0 else "−") + dur(abs(diff))
+        cpu = med(x.cpu_us - y.cpu_us if x.cpu_us is not None and y.cpu_us is not None
+                  and r.same_cpu else None for x, y in r.runs)
+        row = [r.scenario.name, r.backend, *cells(r, [x for x, _ in r.runs]), r.base_label,
+               *cells(r, [y for _, y in r.runs]), f"{statistics.median(ratios):.2f}×{spread}",
+               added, "—" if cpu is None else f"{cpu:+,.1f} µs"]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def summary(loads: list[Load]) -> list[str]:
-    med = statistics.median
-    return [f"{med(x.rps for x in loads):,.0f}", ms(med(x.p50_ms for x in loads)),
-            ms(med(x.p99_ms for x in loads)), f"{med(x.cpu_us for x in loads):,.1f} µs"]
+def targets(rows: list[Row]) -> list[str]:
+    """The issue's targets, each with its same-run ratio; reported, never enforced."""
+    out = []
+
+    def find(name: str, backend: str) -> Row | None:
+        return next((r for r in rows if r.scenario.name.startswith(name)
+                     and r.backend == backend and r.runs and not r.status), None)
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    for name in ("get_members, 500-row", "get_members, Mark 1000"):
+        memory, redis = find(name, "memory"), find(name, "redis")
+        if memory:
+            ratio = statistics.median(x.value / y.value for x, y in memory.runs)
+            out.append(f"- {name}…, memory backend: {ratio:.2f}× the bare re-encoding app "
+                       f"(target ≥ 0.50×): {verdict(ratio >= 0.5)}")
+        if memory and redis:
+            pairs = list(zip(redis.runs, memory.runs, strict=False))
+            direct = statistics.median(r[0].value / m[0].value for r, m in pairs)
+            normal = statistics.median((r[0].value / r[1].value) / (m[0].value / m[1].value)
+                                       for r, m in pairs)
+            out.append(f"- {name}…, Redis backend: {direct:.2f}× memory's req/s (memory is "
+                       f"{1 / direct:.2f}× faster; each against its own bare baseline: "
+                       f"{normal:.2f}×) (target: within 2×): {verdict(direct >= 0.5)}")
+    for r in rows:
+        if r.scenario.special == "imports" and r.runs:
+            ratio = r.runs[0][0].value / r.runs[0][1].value
+            out.append(f"- import_group_member, {r.backend}: {ratio:.0%} of the {r.base_label}"
+                       f" (target ≥ 50%): {verdict(ratio >= 0.5)}")
+    return out
 
 
 def limiter_cost() -> str:
@@ -553,8 +1289,9 @@ def limiter_cost() -> str:
             f"{costs[0]:.0f} ns/call with the limit off")
 
 
-def machine(backends: dict[str, Backend], wrk_bin: str) -> str:
+def machine(versions: list[str], wrk_bin: str) -> str:
     import uvicorn
+    import websockets
 
     def first(path: str, key: str) -> str:
         with contextlib.suppress(OSError):
@@ -567,18 +1304,10 @@ def machine(backends: dict[str, Backend], wrk_bin: str) -> str:
     mem_gib = int(first("/proc/meminfo", "MemTotal").split()[0]) / 2**20
     return (f"{os.cpu_count()} cores ({first('/proc/cpuinfo', 'model name')}), "
             f"{mem_gib:.1f} GiB RAM, Linux {platform.release()}; Python "
-            f"{platform.python_version()}, uvicorn {uvicorn.__version__}; "
-            f"{wrk_version.split(' [')[0].strip() or 'wrk'}; "
-            + ", ".join(b.version for b in backends.values()))
-
-
-def import_members(quick: bool) -> str | None:
-    script = BENCH / "import_members.py"
-    if not script.exists():
-        return None
-    flags = ["--quick"] if quick else []
-    out = run([PY, str(script), *flags], 60 if quick else 3600)
-    return f"$ python bench/import_members.py {' '.join(flags)}\n{out}"
+            f"{platform.python_version()}, uvicorn {uvicorn.__version__}, websockets "
+            f"{websockets.__version__}; {wrk_version.split(' [')[0].strip() or 'wrk'}; "
+            f"open files {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}; "
+            + ", ".join(versions))
 
 
 # --- entry point ------------------------------------------------------------------------
@@ -588,61 +1317,81 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="seconds-long smoke run (CI): 1 round of 1 s per run")
-    p.add_argument("--rounds", type=int, help="alternating runs per pair (default 5)")
-    p.add_argument("--seconds", type=int, help="wrk duration per run (default 5)")
+                   help="smoke run (CI): 1 round of 1 s per run, no warm-up, 1k idle "
+                        "connections, 10k store members, 20k imported members")
+    p.add_argument("--rounds", type=int, help="alternating runs per REST pair (default 5)")
+    p.add_argument("--presence-rounds", type=int,
+                   help="alternating runs per presence/gateway pair (default 3)")
+    p.add_argument("--seconds", type=int, help="duration of each run (default 5)")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--postgres", default=os.environ.get(
         "OPENTIM_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432"),
         help="server to create a scratch database on; '' to skip PostgreSQL")
+    p.add_argument("--redis", default=os.environ.get(
+        "OPENTIM_BENCH_REDIS", "redis://127.0.0.1:6379"),
+        help="server to take a free database (15 down to 1) on; '' to skip Redis")
+    p.add_argument("--only", type=lambda v: v.split(","), default=[],
+                   help="run only these phases: rest,presence,idle,store,imports")
+    p.add_argument("--time-limit", type=int, help="seconds before the whole run is stopped "
+                   "as failed (default 600 quick, 3600 full)")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 5)
+    args.presence_rounds = args.presence_rounds or (1 if args.quick else 3)
     args.seconds = args.seconds or (1 if args.quick else 5)
+    args.time_limit = args.time_limit or (600 if args.quick else 3600)
     return args
+
+
+def over_time(*_: Any) -> None:
+    raise BenchError("over the time limit (--time-limit)")
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGALRM, over_time)
+    signal.alarm(args.time_limit)
+    raise_nofile()
     wrk_bin = ensure_wrk(args.quick)
     mode = "quick" if args.quick else "full"
     started = time.monotonic()
-    procs = Processes()
     with tempfile.TemporaryDirectory(prefix="opentim-bench-") as tmp:
-        suite = Suite(args, procs, Path(tmp))
+        suite = Suite(args, Path(tmp), wrk_bin)
         try:
-            suite.start()
-            print(f"measuring: {args.rounds} round(s) × {args.seconds} s per run", flush=True)
-            suite.measure(wrk_bin)
+            suite.run()
         finally:
             suite.stop()
-    pin = "server on core 0, wrk on core 1" if pinned(0) else "no CPU pinning (taskset missing)"
+    signal.alarm(0)
+    pin = ("servers on core 0, wrk and clients on core 1" if pinned(0)
+           else "no CPU pinning (taskset missing)")
     report = "\n".join([
         f"OpenTIM bench ({mode}): `{' '.join(['bench/run', *argv])}`",
-        f"machine: {machine(suite.backends, wrk_bin)}",
-        f"load: wrk -t1 -c{args.connections}, {args.rounds} round(s) × {args.seconds} s per "
-        f"run, medians; {pin}; server log level {LOG_LEVEL}",
+        f"machine: {machine(suite.versions, wrk_bin)}",
+        f"load: wrk -t1 -c{args.connections}; REST {args.rounds} round(s), presence "
+        f"{args.presence_rounds} round(s), {args.seconds} s per run, medians; {pin}; server "
+        f"log level {LOG_LEVEL}",
         "",
         render(suite.rows),
         "",
-        "req/s ratio: measured ÷ baseline, median (and range) of paired rounds. Added per "
-        "request: 1/req/s − 1/base req/s, and the difference in the server process's own CPU "
-        "time per request (/proc; excludes PostgreSQL's processes), medians.",
+        "ratio: measured ÷ baseline, median (and range) of paired rounds; for memory and "
+        "latency rows lower is better. Added per op: 1/rate − 1/base rate (rates), or the "
+        "difference (sizes, latencies); added CPU: the server process's own CPU time per "
+        "operation minus the baseline's (/proc; excludes PostgreSQL's and Redis's processes, "
+        "except in raw-Redis baselines, which show Redis's own CPU).",
+        "",
+        "targets (reported, not enforced):",
+        *targets(suite.rows),
+        "",
         limiter_cost(),
         *suite.notes,
         f"took {time.monotonic() - started:.0f} s",
     ])
     print("\n" + report + "\n", flush=True)
-    try:
-        extra = import_members(args.quick) or ""
-    except BenchError as exc:
-        extra = f"bench/import_members.py FAILED: {exc}"
-        suite.failures.append(extra)
-    print(extra)
+    print(suite.import_output)
     results = BENCH / "results"
     results.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (results / f"{stamp}-{mode}.md").write_text(f"{report}\n\n{extra}")
+    (results / f"{stamp}-{mode}.md").write_text(f"{report}\n\n{suite.import_output}")
     for failure in suite.failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     return 1 if suite.failures else 0
