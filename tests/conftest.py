@@ -238,12 +238,16 @@ async def serve_asgi(asgi, lifespan: str = "off") -> AsyncIterator[str]:  # type
 
 
 @contextlib.asynccontextmanager
-async def live_server(db_url: str, presence: str, **settings: object
-                      ) -> AsyncIterator[LiveServer]:
-    """A real uvicorn server on a free loopback port, with the chosen presence backend."""
+async def live_server(db_url: str, presence: str, *, shared_prefix: str | None = None,
+                      **settings: object) -> AsyncIterator[LiveServer]:
+    """A real uvicorn server on a free loopback port, with the chosen presence backend.
+
+    ``shared_prefix``: Redis keys shared with other servers (see ``live_servers``), left
+    for the caller to drop.
+    """
     options: dict[str, object] = {}
     redis_url = None
-    prefix = f"opentim-test-{uuid.uuid4().hex[:12]}"
+    prefix = shared_prefix or f"opentim-test-{uuid.uuid4().hex[:12]}"
     if presence == "redis":
         problem = await redis_reachable(REDIS_URL)
         if problem:
@@ -261,8 +265,26 @@ async def live_server(db_url: str, presence: str, **settings: object
             runtime.events.subscribe(srv.events.append)
             yield srv
     finally:
-        if redis_url:  # after the server stopped writing
+        if redis_url and not shared_prefix:  # after the server stopped writing
             await drop_redis_keys(redis_url, prefix)
+
+
+@contextlib.asynccontextmanager
+async def live_servers(count: int, db_url: str, **settings: object
+                       ) -> AsyncIterator[list[LiveServer]]:
+    """``count`` server processes' worth of servers sharing one database and one Redis.
+
+    Each has its own runtime (event bus, presence node, webhook dispatcher, relay), as
+    separate processes would; they share state only through the database and Redis.
+    """
+    prefix = f"opentim-test-{uuid.uuid4().hex[:12]}"
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            yield [await stack.enter_async_context(
+                live_server(db_url, "redis", shared_prefix=prefix, **settings))
+                for _ in range(count)]
+    finally:
+        await drop_redis_keys(REDIS_URL, prefix)
 
 
 @pytest.fixture(params=["memory", "redis"])

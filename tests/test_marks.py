@@ -257,4 +257,4 @@ async def test_owner_sets_marks_through_the_gateway_and_the_room_hears(room) -> 
         # REST changes reach the room too
         await modify(tim, group_id, 2, ("u0", [1000]))
         event = await next_event(viewer, "marks_changed")
-        assert event["CommandType"] == 2 and event["Operator_Account"] == "administrator"
+        assert event["MemberList"] == [{"Member_Account": "u0", "Marks": []}]

@@ -12,6 +12,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 
 from opentim.gateway.endpoint import CLOSE_LEASE_LOST, gateway_endpoint
+from opentim.gateway.relay import RedisRoomRelay, RoomRelay
 from opentim.gateway.rooms import LocalRooms
 from opentim.protocol.dispatch import load_services
 from opentim.protocol.rest import RestEndpoint, UnknownPath
@@ -47,7 +48,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     load_services()
     runtime = runtime or Runtime.create(settings or Settings())
 
-    rooms = LocalRooms(runtime.events, runtime.clock)
+    rooms = LocalRooms(runtime.clock)
+    settings = runtime.settings
+    relay = RoomRelay(runtime.events, rooms) if not settings.redis else RedisRoomRelay(
+        runtime.events, rooms, redis_url=settings.redis, prefix=runtime.redis_prefix,
+        node_id=runtime.node_id, on_remote_destroyed=runtime.group_types.forget)
 
     async def drop_connections() -> None:
         await rooms.close_all(CLOSE_LEASE_LOST, "presence lease lost: reconnect")
@@ -57,11 +62,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         await runtime.start()
+        await relay.start()
         try:
             yield
         finally:
-            await rooms.close()
+            # The runtime first: closing presence may take members offline, and the
+            # relay should still carry that to the other processes.
             await runtime.close()
+            await relay.close()
+            await rooms.close()
 
     rest = RestEndpoint(runtime)
     app = Starlette(
@@ -75,6 +84,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime
     app.state.rooms = rooms
+    app.state.relay = relay
     return OpenTim(rest, app)
 
 

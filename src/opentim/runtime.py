@@ -85,6 +85,9 @@ class Runtime:
     apps: AppRegistry
     presence: PresenceStore
     clock: Clock = time.time
+    # Names this process in shared presence (Redis node leases) and on the room relay.
+    node_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    redis_prefix: str = "opentim"
     events: EventBus = field(default_factory=EventBus)
     sigs: SigCache = field(default_factory=SigCache)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -124,11 +127,13 @@ class Runtime:
             presence_options.setdefault("sweep_interval", settings.sweep_interval)
             presence_options.setdefault("on_offline", on_offline)
             presence_options.setdefault("on_lease_lost", on_lease_lost)
-        presence = open_presence_store(settings.redis, node_id=uuid.uuid4().hex, clock=clock,
+        node_id = uuid.uuid4().hex
+        presence = open_presence_store(settings.redis, node_id=node_id, clock=clock,
                                        **presence_options)
         runtime = cls(settings=settings, db=db, store=store,
                       apps=AppRegistry(store, settings.app_refresh_interval), presence=presence,
-                      clock=clock)
+                      clock=clock, node_id=node_id,
+                      redis_prefix=str(presence_options.get("prefix", "opentim")))
         built.append(runtime)
         return runtime
 

@@ -1,8 +1,8 @@
-"""Which of this process's client connections are in which group, to push group events.
+"""Which of this process's client connections are in which group, and what they are pushed.
 
-Pushes reach the connections held by this process. With several processes sharing
-presence through Redis, each process pushes to its own connections of an event it
-handled (documented as a current limit in docs/client-protocol.md).
+The rooms receive *room events* (below), not bus events: the relay (``relay.py``) turns
+the bus's events into room events and carries them to the rooms of every server process
+sharing presence, this one included.
 """
 
 from __future__ import annotations
@@ -16,21 +16,44 @@ from typing import Any, Protocol
 
 import msgspec
 
-from opentim.events import (
-    Event,
-    EventBus,
-    GroupDestroyed,
-    MarksChanged,
-    MembersExited,
-    MemberStateChanged,
-)
-
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 
-# Join/leave pushes to a group are coalesced: at most one batch per group per interval, so
-# a 100k-member room sees one frame a second, not one per viewer.
+# Pushes to a group are coalesced: at most one batch per group per interval, so a
+# 100k-member room sees one frame a second (of each kind), not one per viewer or call.
 BATCH_INTERVAL = 1.0
+
+
+# --- room events: compact, so the relay can ship them between processes ------------------
+
+
+class MemberState(msgspec.Struct, frozen=True, array_like=True, tag="s"):
+    """An account went online (True) or offline (False) in a group's online list."""
+
+    sdkappid: int
+    group_id: str
+    account: str
+    online: bool
+
+
+class MarksNow(msgspec.Struct, frozen=True, array_like=True, tag="m"):
+    """Marks changed: each listed account with every mark it holds now."""
+
+    sdkappid: int
+    group_id: str
+    members: tuple[tuple[str, tuple[int, ...]], ...]
+
+
+class Removed(msgspec.Struct, frozen=True, array_like=True, tag="r"):
+    """Members were removed (``accounts``), or the group dismissed (``accounts`` None)."""
+
+    sdkappid: int
+    group_id: str
+    accounts: tuple[str, ...] | None
+    reason: str  # Kicked, GroupDestroyed
+
+
+RoomEvent = MemberState | MarksNow | Removed
 
 
 class Pushable(Protocol):
@@ -44,16 +67,19 @@ class Pushable(Protocol):
 
 
 class _Batch:
-    __slots__ = ("offline", "online", "task")
+    """What a group's connections will be told at its next flush (latest state wins)."""
+
+    __slots__ = ("marks", "offline", "online", "task")
 
     def __init__(self) -> None:
         self.online: dict[str, None] = {}
         self.offline: dict[str, None] = {}
+        self.marks: dict[str, tuple[int, ...]] = {}
         self.task: asyncio.Task[None] | None = None
 
 
 class LocalRooms:
-    def __init__(self, events: EventBus, clock: Callable[[], float] = time.time,
+    def __init__(self, clock: Callable[[], float] = time.time,
                  batch_interval: float = BATCH_INTERVAL) -> None:
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
@@ -61,7 +87,6 @@ class LocalRooms:
         self._batches: dict[tuple[int, str], _Batch] = {}
         self._last_flush: dict[tuple[int, str], float] = {}
         self._interval = batch_interval
-        events.subscribe(self._on_event)
 
     def enter(self, sdkappid: int, group_id: str, conn: Pushable) -> None:
         self._rooms[(sdkappid, group_id)].add(conn)
@@ -76,6 +101,25 @@ class LocalRooms:
     def size(self, sdkappid: int, group_id: str) -> int:
         return len(self._rooms.get((sdkappid, group_id), ()))
 
+    async def deliver(self, event: RoomEvent) -> None:
+        """Apply one room event to this process's connections."""
+        key = (event.sdkappid, event.group_id)
+        if key not in self._rooms:
+            return  # nobody here to tell: the common case for a relayed event
+        if isinstance(event, Removed):
+            accounts = None if event.accounts is None else set(event.accounts)
+            await self._removed(key, accounts, event.reason)
+        elif isinstance(event, MemberState):
+            batch = self._batch(key)
+            (batch.online if event.online else batch.offline)[event.account] = None
+            (batch.offline if event.online else batch.online).pop(event.account, None)
+            if not event.online:  # its marks went with it
+                batch.marks.pop(event.account, None)
+        else:
+            batch = self._batch(key)
+            for account, marks in event.members:
+                batch.marks[account] = marks
+
     async def push(self, sdkappid: int, group_id: str, doc: dict[str, Any]) -> None:
         room = self._rooms.get((sdkappid, group_id))
         if not room:
@@ -87,28 +131,18 @@ class LocalRooms:
             except Exception:  # that client is going away; the others still get it
                 log.debug("push to a closing connection failed", exc_info=True)
 
-    def _push_soon(self, sdkappid: int, group_id: str, doc: dict[str, Any]) -> None:
-        """Push in the background: a slow client must not delay the call that changed things."""
-        task = asyncio.create_task(self.push(sdkappid, group_id, doc))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _member_state(self, event: MemberStateChanged) -> None:
-        key = (event.sdkappid, event.group_id)
-        if key not in self._rooms:
-            return
+    def _batch(self, key: tuple[int, str]) -> _Batch:
         batch = self._batches.get(key)
         if batch is None:
             batch = self._batches[key] = _Batch()
-        # The latest state of an account in this batch wins.
-        (batch.online if event.online else batch.offline)[event.account] = None
-        (batch.offline if event.online else batch.online).pop(event.account, None)
         if batch.task is None:
+            # The first change after a quiet interval goes out at once, later ones wait.
             since = time.monotonic() - self._last_flush.get(key, 0.0)
             delay = max(0.0, self._interval - since)
             batch.task = asyncio.create_task(self._flush(key, delay))
             self._tasks.add(batch.task)
             batch.task.add_done_callback(self._tasks.discard)
+        return batch
 
     async def _flush(self, key: tuple[int, str], delay: float) -> None:
         await asyncio.sleep(delay)
@@ -117,16 +151,26 @@ class LocalRooms:
         if len(self._last_flush) > 10_000:  # keep only recent groups
             self._last_flush = {k: t for k, t in self._last_flush.items()
                                 if time.monotonic() - t < self._interval}
-        await self.push(key[0], key[1], {
-            "event": "members_changed", "GroupId": key[1],
-            "Online": list(batch.online), "Offline": list(batch.offline),
-            "EventTime": int(self._clock() * 1000),
-        })
+        now_ms = int(self._clock() * 1000)
+        if batch.online or batch.offline:
+            await self.push(key[0], key[1], {
+                "event": "members_changed", "GroupId": key[1],
+                "Online": list(batch.online), "Offline": list(batch.offline),
+                "EventTime": now_ms,
+            })
+        if batch.marks:
+            await self.push(key[0], key[1], {
+                "event": "marks_changed", "GroupId": key[1],
+                "MemberList": [{"Member_Account": a, "Marks": list(m)}
+                               for a, m in batch.marks.items()],
+                "EventTime": now_ms,
+            })
 
-    async def _removed(self, sdkappid: int, group_id: str, accounts: set[str] | None,
+    async def _removed(self, key: tuple[int, str], accounts: set[str] | None,
                        reason: str) -> None:
         """Connections of removed members (or all, for a dismissed group) leave the room."""
-        for conn in list(self._rooms.get((sdkappid, group_id), ())):
+        sdkappid, group_id = key
+        for conn in list(self._rooms.get(key, ())):
             if accounts is None or conn.account in accounts:
                 self.leave(sdkappid, group_id, conn)
                 try:
@@ -134,25 +178,6 @@ class LocalRooms:
                 except Exception:  # one closing socket must not keep the others in the room
                     log.warning("telling a connection it left %s failed", group_id,
                                 exc_info=True)
-
-    async def _on_event(self, event: Event) -> None:
-        if isinstance(event, GroupDestroyed):
-            await self._removed(event.sdkappid, event.group_id, None, "GroupDestroyed")
-        elif isinstance(event, MembersExited):
-            await self._removed(event.sdkappid, event.group_id, set(event.members),
-                                event.exit_type)
-        elif isinstance(event, MemberStateChanged):
-            self._member_state(event)
-        elif isinstance(event, MarksChanged):
-            self._push_soon(event.sdkappid, event.group_id, {
-                "event": "marks_changed",
-                "GroupId": event.group_id,
-                "CommandType": event.command_type,
-                "Operator_Account": event.operator,
-                "MemberList": [{"Member_Account": a, "Marks": list(m)}
-                               for a, m in event.members],
-                "EventTime": event.event_time_ms,
-            })
 
     def connections(self) -> set[Pushable]:
         return {conn for room in self._rooms.values() for conn in room}

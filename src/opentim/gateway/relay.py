@@ -1,0 +1,195 @@
+"""Carries group events to the rooms of every server process.
+
+The event bus is per process: a join handled by process A, or a REST call served by B,
+emits there. Connections in the group may be held by any process, so each bus event that
+concerns connections becomes a compact room event (``rooms.RoomEvent``) that is applied
+to this process's rooms at once and, when processes share presence through Redis,
+published on one Redis channel that every process reads. Each process then coalesces
+what it hears into its own batches (``LocalRooms``), so a connection still gets at most
+one batch per group per second however many processes produced the changes.
+
+Published messages are batched: events queued while a PUBLISH is in flight go out
+together in the next one, so heavy churn costs a few PUBLISHes a millisecond at most.
+Pub/sub is at-most-once: a process that loses its Redis connection misses what was
+published meanwhile (pushes are notifications; the online list itself stays exact in
+Redis and REST reads it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from opentim.events import (
+    Event,
+    EventBus,
+    GroupDestroyed,
+    MarksChanged,
+    MembersExited,
+    MemberStateChanged,
+)
+from opentim.gateway.rooms import LocalRooms, MarksNow, MemberState, Removed, RoomEvent
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS_PER_MESSAGE = 1000
+QUEUE_SIZE = 100_000  # room events waiting to be published
+
+
+class Envelope(msgspec.Struct, array_like=True):
+    node: str
+    events: list[RoomEvent]
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Envelope).decode
+
+
+def room_event(event: Event) -> RoomEvent | None:
+    """The part of a bus event that connections hear about (None: nothing)."""
+    if isinstance(event, MemberStateChanged):
+        return MemberState(event.sdkappid, event.group_id, event.account, event.online)
+    if isinstance(event, MarksChanged):
+        return MarksNow(event.sdkappid, event.group_id, event.members)
+    if isinstance(event, MembersExited):
+        return Removed(event.sdkappid, event.group_id, event.members, event.exit_type)
+    if isinstance(event, GroupDestroyed):
+        return Removed(event.sdkappid, event.group_id, None, "GroupDestroyed")
+    return None
+
+
+class RoomRelay:
+    """One process: bus events go straight to this process's rooms."""
+
+    def __init__(self, events: EventBus, rooms: LocalRooms) -> None:
+        self.rooms = rooms
+        events.subscribe(self._on_event)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def _on_event(self, event: Event) -> None:
+        found = room_event(event)
+        if found is not None:
+            # Local first and awaited: removals are told while they are handled.
+            await self.rooms.deliver(found)
+            self._publish(found)
+
+    def _publish(self, event: RoomEvent) -> None:
+        pass
+
+
+class RedisRoomRelay(RoomRelay):
+    """Several processes: room events also travel over the Redis channel ``<prefix>:rooms``.
+
+    ``on_remote_destroyed`` hears of groups dismissed through another process (to drop
+    caches of them at once).
+    """
+
+    def __init__(self, events: EventBus, rooms: LocalRooms, *, redis_url: str, prefix: str,
+                 node_id: str,
+                 on_remote_destroyed: Callable[[int, str], None] | None = None) -> None:
+        import redis.asyncio as aioredis
+
+        super().__init__(events, rooms)
+        # Named, so `CLIENT LIST` shows which connection is whose relay.
+        self._redis = aioredis.Redis.from_url(redis_url, client_name=f"opentim-relay-{node_id}")
+        self._channel = f"{prefix}:rooms"
+        self._node = node_id
+        self._on_remote_destroyed = on_remote_destroyed
+        self._queue: asyncio.Queue[RoomEvent] = asyncio.Queue(QUEUE_SIZE)
+        self._pubsub: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.dropped = 0  # room events never published (queue full or Redis failing)
+
+    async def start(self) -> None:
+        # Subscribed before the server accepts connections: nothing published after this
+        # returns is missed.
+        await self._subscribe()
+        self._tasks = [asyncio.create_task(self._read_loop(), name="opentim-relay-read"),
+                       asyncio.create_task(self._write_loop(), name="opentim-relay-write")]
+
+    async def close(self) -> None:
+        # Publish what is queued (e.g. members this process's shutdown took offline).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await self._queue.join()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+        await self._redis.aclose()
+
+    def _publish(self, event: RoomEvent) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._count_dropped(1, "the relay queue is full")
+
+    def _count_dropped(self, n: int, why: str) -> None:
+        self.dropped += n
+        log.warning("%d room event(s) not relayed to other processes: %s (%d so far)",
+                    n, why, self.dropped)
+
+    async def _subscribe(self) -> None:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self._channel)
+        self._pubsub = pubsub
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_EVENTS_PER_MESSAGE and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._redis.publish(self._channel, _encode(Envelope(self._node, batch)))
+            except Exception as exc:
+                self._count_dropped(len(batch), f"PUBLISH failed: {exc!r}")
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=None)
+            except Exception as exc:
+                log.warning("room relay lost its Redis subscription (%r); resubscribing", exc)
+                with contextlib.suppress(Exception):
+                    await self._pubsub.aclose()
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    await self._subscribe()
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            try:
+                envelope = _decode(message["data"])
+            except msgspec.DecodeError:
+                log.warning("unreadable message on %s ignored", self._channel)
+                continue
+            if envelope.node == self._node:
+                continue  # applied locally already
+            for event in envelope.events:
+                await self._apply_remote(event)
+
+    async def _apply_remote(self, event: RoomEvent) -> None:
+        if isinstance(event, Removed) and event.accounts is None \
+                and self._on_remote_destroyed is not None:
+            self._on_remote_destroyed(event.sdkappid, event.group_id)
+        try:
+            await self.rooms.deliver(event)
+        except Exception:
+            log.exception("applying a relayed room event failed: %r", event)
