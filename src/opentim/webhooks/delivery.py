@@ -1,11 +1,12 @@
 """Webhook delivery: never in the way of the request or connection that caused it.
 
-Each app with a callback URL gets a few delivery lanes; a callback goes to the lane its
-order key (group or account) hashes to, so one group's callbacks arrive in order while
-different groups proceed in parallel. Lanes are bounded queues: when one is full the
-callback is dropped, counted, and logged — never silently lost, never blocking. A failed
-attempt (timeout, connection error, non-200) is retried with exponential backoff before
-it counts as failed.
+Each app with a callback URL gets its own bounded queue of callbacks, kept as one FIFO
+per order key (the group, or the account for State.StateChange) and a pool of senders:
+a key has at most one callback in flight, so one group's callbacks arrive in order, while
+up to ``concurrency`` different keys are sent in parallel (keys take turns, so one busy
+group cannot starve the others). When the app's queue is full a new callback is dropped,
+counted, and logged — never silently lost, never blocking. A failed attempt (timeout,
+connection error, non-200) is retried with exponential backoff before it counts as failed.
 
 The HTTP client is aiohttp: measured on this machine posting a callback to a bare local
 receiver, httpx spent ~1,300-1,500 us of CPU per POST and aiohttp ~165 us, so delivery
@@ -18,8 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,8 +41,8 @@ class WebhookSettings:
     timeout: float = 2.0
     retries: int = 3
     backoff: float = 0.5  # first retry delay; doubles each time
-    lanes: int = 4
-    queue_size: int = 10_000  # per app, shared out among its lanes
+    concurrency: int = 32  # callbacks of one app in flight at once (distinct order keys)
+    queue_size: int = 10_000  # queued callbacks per app
 
 
 def sign(token: str, request_time: int) -> str:
@@ -72,15 +72,50 @@ class AppLookup(Protocol):
     def get(self, sdkappid: int) -> App | None: ...
 
 
-class _AppLanes:
+Item = tuple[Callback, bytes]
+
+
+class _AppQueue:
+    """One app's queued callbacks: a FIFO per order key and the keys ready to send.
+
+    A key is in ``ready`` or in flight (never both, never twice) while it has callbacks;
+    the sender that finishes one puts the key back at the end of ``ready`` if more wait.
+    """
+
     def __init__(self, dispatcher: WebhookDispatcher, sdkappid: int) -> None:
-        size = max(1, dispatcher.settings.queue_size // dispatcher.settings.lanes)
-        self.queues: list[asyncio.Queue[tuple[Callback, bytes]]] = [
-            asyncio.Queue(maxsize=size) for _ in range(dispatcher.settings.lanes)
-        ]
-        self.tasks = [asyncio.create_task(dispatcher._work(sdkappid, q),
+        self.limit = dispatcher.settings.queue_size
+        self.pending: dict[str, deque[Item]] = {}
+        self.ready: asyncio.Queue[str] = asyncio.Queue()
+        self.count = 0  # queued + in flight
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.tasks = [asyncio.create_task(dispatcher._work(sdkappid, self),
                                           name=f"opentim-webhooks-{sdkappid}-{i}")
-                      for i, q in enumerate(self.queues)]
+                      for i in range(dispatcher.settings.concurrency)]
+
+    def put(self, key: str, item: Item) -> bool:
+        if self.count >= self.limit:
+            return False
+        self.count += 1
+        self.idle.clear()
+        waiting = self.pending.get(key)
+        if waiting is None:
+            self.pending[key] = deque((item,))
+            self.ready.put_nowait(key)
+        else:
+            waiting.append(item)  # sent after the ones before it, by whoever holds the key
+        return True
+
+    def done(self, key: str) -> None:
+        waiting = self.pending[key]
+        waiting.popleft()
+        self.count -= 1
+        if waiting:
+            self.ready.put_nowait(key)
+        else:
+            del self.pending[key]
+            if not self.count:
+                self.idle.set()
 
 
 class WebhookDispatcher:
@@ -90,7 +125,7 @@ class WebhookDispatcher:
         self.clock = clock
         self.settings = settings or WebhookSettings()
         self.metrics: Counter[tuple[int, str]] = Counter()
-        self._lanes: dict[int, _AppLanes] = {}
+        self._queues: dict[int, _AppQueue] = {}
         self._closed = False
         self._http: aiohttp.ClientSession | None = None  # made on first use, in the loop
         events.subscribe(self.on_event)
@@ -111,13 +146,10 @@ class WebhookDispatcher:
             return
         if app.callback_commands is not None and cb.command not in app.callback_commands:
             return
-        lanes = self._lanes.get(app.sdkappid)
-        if lanes is None:
-            lanes = self._lanes[app.sdkappid] = _AppLanes(self, app.sdkappid)
-        lane = lanes.queues[zlib.crc32(cb.order_key.encode()) % len(lanes.queues)]
-        try:
-            lane.put_nowait((cb, msgspec.json.encode(cb.body)))
-        except asyncio.QueueFull:
+        queue = self._queues.get(app.sdkappid)
+        if queue is None:
+            queue = self._queues[app.sdkappid] = _AppQueue(self, app.sdkappid)
+        if not queue.put(cb.order_key, (cb, msgspec.json.encode(cb.body))):
             self._drop(app.sdkappid, f"queue full: dropped {cb.command} {cb.order_key}")
 
     def _drop(self, sdkappid: int, why: str) -> None:
@@ -126,16 +158,17 @@ class WebhookDispatcher:
         if dropped == 1 or dropped % 1000 == 0:
             log.warning("webhooks of app %s: %s (%d dropped so far)", sdkappid, why, dropped)
 
-    async def _work(self, sdkappid: int, queue: asyncio.Queue[tuple[Callback, bytes]]) -> None:
+    async def _work(self, sdkappid: int, queue: _AppQueue) -> None:
         while True:
-            cb, body = await queue.get()
+            key = await queue.ready.get()
+            cb, body = queue.pending[key][0]
             try:
                 await self._deliver(cb, body)
-            except Exception:  # a worker must outlive any one callback
+            except Exception:  # a sender must outlive any one callback
                 self.metrics[(sdkappid, "failed")] += 1
                 log.exception("webhook delivery to app %s failed", sdkappid)
             finally:
-                queue.task_done()
+                queue.done(key)
 
     async def _deliver(self, cb: Callback, body: bytes) -> None:
         sdkappid = cb.sdkappid
@@ -168,32 +201,30 @@ class WebhookDispatcher:
                     cb.command, sdkappid, self.settings.retries + 1, problem)
 
     def queued(self) -> int:
-        return sum(q.qsize() for lanes in self._lanes.values() for q in lanes.queues)
+        """Callbacks of every app waiting to be sent or being sent."""
+        return sum(queue.count for queue in self._queues.values())
 
     async def drain(self) -> None:
         """Wait until every queued callback has been attempted (tests, shutdown)."""
-        for lanes in list(self._lanes.values()):
-            for queue in lanes.queues:
-                await queue.join()
+        for queue in list(self._queues.values()):
+            await queue.idle.wait()
 
     async def close(self) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.0):  # give queued callbacks a moment, not forever
                 await self.drain()
-        for sdkappid, lanes in self._lanes.items():
-            left = sum(q.qsize() for q in lanes.queues)
-            if left:
-                self.metrics[(sdkappid, "dropped")] += left
-                log.warning("shutting down: %d queued webhooks of app %s not delivered",
-                            left, sdkappid)
         self._closed = True
-        for lanes in self._lanes.values():
-            for task in lanes.tasks:
+        for sdkappid, queue in self._queues.items():
+            if queue.count:
+                self.metrics[(sdkappid, "dropped")] += queue.count
+                log.warning("shutting down: %d queued webhooks of app %s not delivered",
+                            queue.count, sdkappid)
+            for task in queue.tasks:
                 task.cancel()
-            for task in lanes.tasks:
+            for task in queue.tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._lanes.clear()
+        self._queues.clear()
         if self._http is not None:
             await self._http.close()
 
