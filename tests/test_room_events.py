@@ -18,6 +18,7 @@ from tests.conftest import (
     LiveServer,
     create_group,
     import_accounts,
+    live_server,
     live_servers,
     next_event,
 )
@@ -158,3 +159,29 @@ async def test_the_relay_resubscribes_after_losing_its_redis_connection(pair) ->
                         seen += (await next_event(host, "members_changed", timeout=1.5))["Online"]
                     except TimeoutError:
                         assert asyncio.get_running_loop().time() < deadline, "never resubscribed"
+
+
+async def test_a_client_that_does_not_read_its_pushes_is_closed(presence_backend,
+                                                                tmp_path) -> None:
+    # A backlog limit of 1 byte: a second frame queued before the first is written is
+    # "too much unread", which a real client reaches by not reading for a long time.
+    async with live_server(f"sqlite:///{tmp_path}/slow.db", presence_backend,
+                           push_backlog_bytes=1) as live:
+        app = await live.new_app(rate_limit=0)
+        async with live.client(app) as tim:
+            await import_accounts(tim, "host", "guest", "late")
+            group_id = await create_group(tim, "AVChatRoom", Owner_Account="host")
+            async with live.connect(app, "host") as host, live.connect(app, "guest") as guest:
+                await host.join_group(group_id)
+                await guest.join_group(group_id)
+                await next_event(host, "members_changed")  # sent at once: the room was quiet
+                # within the next second: a mark and a join, pushed together as two frames
+                await modify(tim, group_id, 1, ("guest", [1000]))
+                async with live.connect(app, "late") as late:
+                    await late.join_group(group_id)
+                    await asyncio.wait_for(host.wait_closed(), 5)
+                    assert host.close_code == 4010
+                    async with asyncio.timeout(5):  # it leaves the group as it closes
+                        while "host" in [r["Member_Account"]
+                                         for r in (await members(tim, group_id))[0]]:
+                            await asyncio.sleep(0.05)

@@ -20,6 +20,8 @@ class Settings:
     max_body_bytes: int = 1 << 20
     # A gateway connection silent this long is dropped (HeartbeatInterrupt).
     heartbeat_timeout: float = 30.0
+    # A gateway client with more pushed bytes than this unread is closed (4010).
+    push_backlog_bytes: int = 1 << 20
     # How long mark 500 (and robots) keep a member listed without a connection.
     mark500_ttl: float = 3 * 86400.0
     # How often the in-process presence store looks for lapsed marks 500 (offline events).

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from enum import Enum
 from typing import Any
 
@@ -31,6 +32,7 @@ CLOSE_NORMAL = 1000
 CLOSE_AUTH_FAILED = 4001
 CLOSE_HEARTBEAT_TIMEOUT = 4008
 CLOSE_LEASE_LOST = 4009
+CLOSE_TOO_SLOW = 4010
 PLATFORMS = ("Android", "iOS", "Web", "Windows", "Mac", "iPad", "Linux", "Unknown")
 
 
@@ -69,6 +71,11 @@ class ClientConnection:
         self.logged_out = False
         # Replies and pushed events come from different tasks; one writer at a time.
         self._send_lock = asyncio.Lock()
+        # Pushed frames not yet written; a writer task exists only while there are some.
+        self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
 
     async def send(self, doc: dict[str, Any]) -> None:
         await self.send_raw(_encode(doc))
@@ -78,6 +85,43 @@ class ClientConnection:
             return
         async with self._send_lock:
             await self.websocket.send_bytes(data)
+
+    def offer(self, data: bytes) -> None:
+        """Queue a pushed frame. A client whose unread pushes pass ``push_backlog_bytes``
+        has stopped reading: it is closed with 4010 rather than buffered without bound."""
+        if self.state is not ConnState.OPEN:
+            return
+        if self._outbox and \
+                self._outbox_bytes + len(data) > self.runtime.settings.push_backlog_bytes:
+            self._too_slow()
+            return
+        self._outbox.append(data)
+        self._outbox_bytes += len(data)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_outbox())
+
+    async def _write_outbox(self) -> None:
+        try:
+            while self._outbox:
+                data = self._outbox[0]
+                await self.send_raw(data)
+                self._outbox.popleft()
+                self._outbox_bytes -= len(data)
+        except Exception:  # the client is going away; its read loop cleans up
+            log.debug("writing a push failed", exc_info=True)
+            self._outbox.clear()
+            self._outbox_bytes = 0
+        finally:
+            self._writer = None
+
+    def _too_slow(self) -> None:
+        log.info("closing connection %s of %s: %d bytes of pushes unread",
+                 self.presence.conn_id, self.account, self._outbox_bytes)
+        self.state = ConnState.CLOSING  # nothing more is queued or sent to it
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        self._closer = asyncio.create_task(
+            self.close(CLOSE_TOO_SLOW, "too slow: pushed events were not read"))
 
     async def run(self) -> None:
         timeout = self.runtime.settings.heartbeat_timeout

@@ -59,7 +59,8 @@ RoomEvent = MemberState | MarksNow | Removed
 class Pushable(Protocol):
     account: str
 
-    async def send_raw(self, data: bytes) -> None: ...
+    def offer(self, data: bytes) -> None:
+        """Queue a pushed frame for this connection; never waits."""
 
     async def removed_from(self, group_id: str, reason: str) -> None: ...
 
@@ -120,16 +121,18 @@ class LocalRooms:
             for account, marks in event.members:
                 batch.marks[account] = marks
 
-    async def push(self, sdkappid: int, group_id: str, doc: dict[str, Any]) -> None:
+    def push(self, sdkappid: int, group_id: str, doc: dict[str, Any]) -> None:
+        """Hand one frame to every connection in the group, without waiting on any.
+
+        Each connection writes its own queue; a client that stops reading fills only its
+        own queue (and is dropped when that grows too long), never delaying the others.
+        """
         room = self._rooms.get((sdkappid, group_id))
         if not room:
             return
         data = _encode(doc)  # once, not once per connection
-        for conn in list(room):
-            try:
-                await conn.send_raw(data)
-            except Exception:  # that client is going away; the others still get it
-                log.debug("push to a closing connection failed", exc_info=True)
+        for conn in room:
+            conn.offer(data)
 
     def _batch(self, key: tuple[int, str]) -> _Batch:
         batch = self._batches.get(key)
@@ -153,13 +156,13 @@ class LocalRooms:
                                 if time.monotonic() - t < self._interval}
         now_ms = int(self._clock() * 1000)
         if batch.online or batch.offline:
-            await self.push(key[0], key[1], {
+            self.push(key[0], key[1], {
                 "event": "members_changed", "GroupId": key[1],
                 "Online": list(batch.online), "Offline": list(batch.offline),
                 "EventTime": now_ms,
             })
         if batch.marks:
-            await self.push(key[0], key[1], {
+            self.push(key[0], key[1], {
                 "event": "marks_changed", "GroupId": key[1],
                 "MemberList": [{"Member_Account": a, "Marks": list(m)}
                                for a, m in batch.marks.items()],
