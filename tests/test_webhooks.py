@@ -10,6 +10,7 @@ import time
 import pytest
 
 from opentim.domain.apps import App
+from opentim.events import MemberStateChanged
 from opentim.webhooks.delivery import sign
 from tests.conftest import (
     LiveServer,
@@ -17,10 +18,12 @@ from tests.conftest import (
     create_group,
     import_accounts,
     live_server,
+    live_servers,
     next_event,
 )
 
 SVC = "group_open_http_svc"
+AV = "group_open_avchatroom_http_svc"
 MEMBER_STATE = "Group.CallbackOnMemberStateChange"
 STATE = "State.StateChange"
 JOIN = "Group.CallbackAfterNewMemberJoin"
@@ -29,6 +32,12 @@ EXIT = "Group.CallbackAfterMemberExit"
 
 async def webhook_app(live: LiveServer, receiver: Receiver, **settings) -> App:
     return await live.new_app(rate_limit=0, callback_url=receiver.url, **settings)
+
+
+def causes(server: LiveServer) -> list[tuple[str, bool, str]]:
+    """(account, online, cause) of the member-state events one server emitted."""
+    return [(e.account, e.online, e.cause) for e in server.events
+            if isinstance(e, MemberStateChanged)]
 
 
 def test_sign_matches_tencents_example() -> None:
@@ -129,6 +138,29 @@ async def test_heartbeat_interrupt_and_recover(presence_backend, tmp_path,
                                                       "HeartbeatRecover"]
     timeouts = [c for c in receiver.of(STATE) if c.body["Info"]["Reason"] == "TimeOut"]
     assert len(timeouts) == 1 and timeouts[0].body["Info"]["Action"] == "Disconnect"
+
+
+async def test_heartbeat_recover_through_another_process(tmp_path, receiver: Receiver) -> None:
+    """Timed out on server A, back through server B within the window: B reports the
+    recovery, because the interruption is remembered in the shared Redis."""
+    async with live_servers(2, f"sqlite:///{tmp_path}/two.db", heartbeat_timeout=0.5) as (a, b):
+        app = await webhook_app(a, receiver, callback_commands=frozenset({MEMBER_STATE}))
+        await b.runtime.apps.refresh()
+        async with a.client(app) as tim:
+            await import_accounts(tim, "u1")
+            group_id = await create_group(tim, "AVChatRoom")
+        async with a.connect(app, "u1", heartbeat_interval=0) as session:
+            await session.join_group(group_id)
+            await asyncio.wait_for(session.wait_closed(), 5)
+        await receiver.wait_for(2, MEMBER_STATE)
+        async with b.connect(app, "u1") as session:
+            await session.join_group(group_id)
+            states = await receiver.wait_for(3, MEMBER_STATE)
+        assert [(s.body["EventType"], s.body["EventCause"]) for s in states] == [
+            ("Online", "Join"), ("Offline", "HeartbeatInterrupt"), ("Online", "HeartbeatRecover")]
+        assert states[2].body["MemberList"] == [{"Member_Account": "u1"}]
+        assert causes(a) == [("u1", True, "Join"), ("u1", False, "HeartbeatInterrupt")]
+        assert causes(b)[0] == ("u1", True, "HeartbeatRecover")
 
 
 async def test_signed_deliveries(live: LiveServer, receiver: Receiver) -> None:
@@ -341,3 +373,38 @@ async def test_robots_come_and_go_with_callbacks(live: LiveServer, receiver: Rec
     states = await receiver.wait_for(2, MEMBER_STATE)
     assert [(s.body["EventType"], s.body["EventCause"]) for s in states] == [
         ("Online", "Join"), ("Offline", "Quit")]
+
+
+async def test_lapsed_500_goes_offline_once_when_noticed_before_the_sweep(
+        presence_backend, tmp_path, receiver: Receiver) -> None:
+    """A lapsed mark 500 found first by the account's join, or by a mark call that fails,
+    is reported Offline there (before the new Online), and the sweep does not repeat it."""
+    async with live_server(f"sqlite:///{tmp_path}/lapse.db", presence_backend,
+                           sweep_interval=3600) as live:  # no background sweep meanwhile
+        app = await webhook_app(live, receiver, callback_commands=frozenset({MEMBER_STATE}))
+        async with live.client(app) as tim:
+            await import_accounts(tim, "bot", "vip", "u1")
+            group_id = await create_group(tim, "AVChatRoom")
+            await tim.ok(f"{AV}/add_robots", {"GroupId": group_id, "Member_Account": ["bot"]})
+            await tim.ok(f"{AV}/modify_user_info", {
+                "GroupId": group_id, "CommandType": 1,
+                "MemberList": [{"Member_Account": "vip", "Marks": [500]}]})
+            await receiver.wait_for(2, MEMBER_STATE)
+            live.clock.advance(live.runtime.settings.mark500_ttl + 1)
+            async with live.connect(app, "bot") as session:
+                await session.join_group(group_id)  # notices its own lapsed 500
+                reply = await tim.call(f"{AV}/modify_user_info", {  # notices vip's
+                    "GroupId": group_id, "CommandType": 1,
+                    "MemberList": [{"Member_Account": "u1", "Marks": [1000]}]})
+                assert reply["ErrorCode"] == 10004
+                await session.quit_group(group_id)
+            states = await receiver.wait_for(6, MEMBER_STATE)
+            now = live.clock()
+            assert await live.runtime.presence.sweep(now) == []
+    assert [(s.body["MemberList"][0]["Member_Account"], s.body["EventType"],
+             s.body["EventCause"]) for s in states] == [
+        ("bot", "Online", "Join"), ("vip", "Online", "Join"),
+        ("bot", "Offline", "Quit"), ("bot", "Online", "Join"),
+        ("vip", "Offline", "Quit"), ("bot", "Offline", "Quit")]
+    await asyncio.sleep(0.2)
+    assert len(receiver.of(MEMBER_STATE)) == 6

@@ -80,13 +80,24 @@ async def _announce(runtime: Runtime, app: App, group_id: str, operator: str,
             app.sdkappid, group_id, operator, command_type,
             tuple((m.account, m.marks) for m in result.members), int(now * 1000), origin,
         ))
-    # Mark 500 brings unconnected members online and takes them offline again.
-    online = runtime.online
-    await online.announce(app.sdkappid, group_id, result.went_online, online=True,
-                          cause="Join", now=now, origin=origin)
-    await online.announce(app.sdkappid, group_id, result.went_offline, online=False,
-                          cause="Quit", now=now, origin=origin)
+    # Mark 500 brings unconnected members online and takes them offline again. Offline
+    # first: a lapsed 500 set again is in both lists, and its lapse came first.
+    await _announce_offline(runtime, app, group_id, result.went_offline, now, origin)
+    await runtime.online.announce(app.sdkappid, group_id, result.went_online, online=True,
+                                  cause="Join", now=now, origin=origin)
     return result
+
+
+async def _announce_offline(runtime: Runtime, app: App, group_id: str, accounts: list[str],
+                            now: float, origin: Origin) -> None:
+    """Accounts a mark call unlisted: 500 deleted, or lapsed and cleaned up by the call.
+
+    Called for failing calls too: the store removes lapsed 500s before it finds out that
+    the call fails, and nothing else will report those members. "Quit", as the sweep
+    reports a lapse (OnlineService.report_offline).
+    """
+    await runtime.online.announce(app.sdkappid, group_id, accounts, online=False,
+                                  cause="Quit", now=now, origin=origin)
 
 
 async def modify_marks(runtime: Runtime, app: App, group_id: str, command_type: int,
@@ -111,10 +122,12 @@ async def modify_marks(runtime: Runtime, app: App, group_id: str, command_type: 
         else:
             result = await presence.delete_marks(app.sdkappid, group_id, items, now=now)
     except MarkLimitError as exc:
+        await _announce_offline(runtime, app, group_id, exc.went_offline, now, origin)
         raise _limit_error(exc) from None
     except InvalidMarkError as exc:
         raise errors.InvalidParameter(str(exc)) from None
     if not result.members:
+        await _announce_offline(runtime, app, group_id, result.went_offline, now, origin)
         raise errors.InvalidParameter(
             "none of the accounts is online in the group (offline or unknown accounts are "
             "left out; only mark 500 applies to offline accounts)"
@@ -138,6 +151,7 @@ async def add_robots(runtime: Runtime, app: App, group_id: str, accounts: Sequen
             ttl=runtime.settings.mark500_ttl,
         )
     except MarkLimitError as exc:
+        await _announce_offline(runtime, app, group_id, exc.went_offline, now, origin)
         raise _limit_error(exc) from None
     return await _announce(runtime, app, group_id, operator, SET, result, now, origin)
 

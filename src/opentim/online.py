@@ -4,6 +4,9 @@ AVChatRoom: any imported account may join a group that exists. Community: only m
 the group, who then appear in its online list. Other types have no online list (10007).
 A user is online in a group while at least one of its connections is in it; the event bus
 hears about an account once, when it goes online and when it goes offline.
+
+Heartbeat interruptions (for HeartbeatRecover) are remembered by the presence store, so a
+user who timed out on one server process is recognised when it comes back through another.
 """
 
 from __future__ import annotations
@@ -15,13 +18,10 @@ from opentim import errors
 from opentim.domain import groups as rules
 from opentim.domain.groups import GroupType
 from opentim.events import REST, EventBus, GroupDestroyed, MemberStateChanged, Origin
-from opentim.presence.base import Offline, PresenceStore
+from opentim.presence.base import Joined, Offline, PresenceStore
 from opentim.storage.sql import SqlStore
 
 ONLINE_LIST_TYPES = (GroupType.AVCHATROOM, GroupType.COMMUNITY)
-# A user back online this soon after a heartbeat interruption "recovered" (the webhook's
-# HeartbeatRecover) rather than joined afresh.
-RECOVER_WINDOW = 120.0
 
 
 class GroupTypes:
@@ -87,8 +87,6 @@ class OnlineService:
         self.presence = presence
         self.events = events
         self.types = types
-        # (sdkappid, group, account) -> when its heartbeat was interrupted
-        self._interrupted: dict[tuple[int, str, str], float] = {}
         events.subscribe(self._on_event)
 
     async def join(self, conn: Presence, group_id: str, *, now: float) -> None:
@@ -108,15 +106,18 @@ class OnlineService:
             if profile is None:
                 raise errors.AccountNotFound(f"account {conn.account!r} has not been imported")
             conn.profile = profile
-        became_online = await self.presence.join(
+        joined = await self.presence.join(
             conn.sdkappid, group_id, conn.account, conn.conn_id,
             nick=profile[0], avatar=profile[1], now=now,
         )
         conn.groups[group_id] = group_type
-        if became_online:
-            lost_at = self._interrupted.pop((conn.sdkappid, group_id, conn.account), None)
-            cause = "HeartbeatRecover" if lost_at is not None and now - lost_at <= RECOVER_WINDOW \
-                else "Join"
+        if joined is Joined.AFTER_LAPSE:
+            # Its lapsed mark 500 was still listed; this join removed it before the sweep
+            # could report it, so report it here, as the sweep would, before the Online.
+            await self.report_offline(
+                [Offline(conn.sdkappid, group_id, conn.account, "mark500_expired")], now=now)
+        if joined.became_online:
+            cause = "HeartbeatRecover" if joined is Joined.RECOVERED else "Join"
             await self._state(conn, group_id, group_type, online=True, cause=cause, now=now)
 
     async def quit(self, conn: Presence, group_id: str, *, now: float,
@@ -124,18 +125,13 @@ class OnlineService:
         group_type = conn.groups.pop(group_id, None)
         if group_type is None:
             raise errors.NoPermission(f"this connection is not in group {group_id!r}")
+        # The store remembers an interruption, so the next join (through any process)
+        # within RECOVER_WINDOW is reported as HeartbeatRecover.
         went_offline = await self.presence.leave(conn.sdkappid, group_id, conn.account,
-                                                 conn.conn_id, now=now)
+                                                 conn.conn_id, now=now,
+                                                 interrupted=cause == "HeartbeatInterrupt")
         if went_offline:
-            if cause == "HeartbeatInterrupt":
-                self._remember_interruption((conn.sdkappid, group_id, conn.account), now)
             await self._state(conn, group_id, group_type, online=False, cause=cause, now=now)
-
-    def _remember_interruption(self, key: tuple[int, str, str], now: float) -> None:
-        if len(self._interrupted) > 100_000:  # bound memory: forget stale interruptions
-            self._interrupted = {k: t for k, t in self._interrupted.items()
-                                 if now - t <= RECOVER_WINDOW}
-        self._interrupted[key] = now
 
     async def disconnect(self, conn: Presence, *, cause: str, now: float) -> None:
         """Leave every group the connection is in (closed, lost, or timed out)."""
@@ -143,7 +139,11 @@ class OnlineService:
             await self.quit(conn, group_id, now=now, cause=cause)
 
     async def report_offline(self, gone: list[Offline], *, now: float) -> None:
-        """Members a presence sweep took offline: a dead process's users, lapsed 500s."""
+        """Members a presence sweep took offline: a dead process's users, lapsed 500s.
+
+        A dead process's users count as heartbeat interruptions; the store recorded them
+        as such, so coming back within RECOVER_WINDOW is HeartbeatRecover.
+        """
         for member in gone:
             cause = "HeartbeatInterrupt" if member.reason == "node_lost" else "Quit"
             await self.announce(member.app, member.group, [member.account], online=False,

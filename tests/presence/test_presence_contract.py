@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 
 from opentim.presence import (
+    RECOVER_WINDOW,
     InvalidCursorError,
     InvalidMarkError,
+    Joined,
     MarkedMember,
     MarkLimitError,
     PresenceStore,
@@ -23,12 +25,26 @@ APP = 1400000001
 G = "@TGS#aLIVE"
 
 
-async def join(s: PresenceStore, acc: str, conn: str | None = None, *, now: float = T0) -> bool:
+async def joined(
+    s: PresenceStore, acc: str, conn: str | None = None, *, now: float = T0
+) -> Joined:
     return await s.join(APP, G, acc, conn or f"{acc}-c", nick=f"n-{acc}", avatar="", now=now)
 
 
-async def leave(s: PresenceStore, acc: str, conn: str | None = None, *, now: float = T0) -> bool:
-    return await s.leave(APP, G, acc, conn or f"{acc}-c", now=now)
+async def join(s: PresenceStore, acc: str, conn: str | None = None, *, now: float = T0) -> bool:
+    """Whether the account became online."""
+    return (await joined(s, acc, conn, now=now)).became_online
+
+
+async def leave(
+    s: PresenceStore,
+    acc: str,
+    conn: str | None = None,
+    *,
+    now: float = T0,
+    interrupted: bool = False,
+) -> bool:
+    return await s.leave(APP, G, acc, conn or f"{acc}-c", now=now, interrupted=interrupted)
 
 
 async def all_pages(
@@ -56,7 +72,8 @@ async def listed(s: PresenceStore, *, mark: int | None = None, now: float = T0) 
 
 
 async def test_row_bytes_are_exact(store: PresenceStore) -> None:
-    assert await store.join(APP, G, "u1", "c1", nick="n", avatar="a", now=1657773110.9)
+    joined = await store.join(APP, G, "u1", "c1", nick="n", avatar="a", now=1657773110.9)
+    assert joined is Joined.ONLINE
     page = await store.page(APP, G, cursor=0, now=1657773111)
     assert (
         page.rows == b'[{"Member_Account":"u1","JoinTime":1657773110,"NickName":"n","Avatar":"a"}]'
@@ -354,11 +371,140 @@ async def test_robots(store: PresenceStore) -> None:
 async def test_join_after_lapsed_500_is_a_fresh_join(store: PresenceStore) -> None:
     await store.add_robots(APP, G, ["bot"], now=T0, ttl=10)
     await join(store, "u1", now=T0 + 1)
-    assert await join(store, "bot", now=T0 + 20)
+    # the join removed the lapsed entry, so it reports the lapse (AFTER_LAPSE), not the sweep
+    assert await joined(store, "bot", now=T0 + 20) is Joined.AFTER_LAPSE
     assert await listed(store, now=T0 + 20) == ["bot", "u1"]
     rows = json.loads((await store.page(APP, G, cursor=0, now=T0 + 20)).rows)
     assert rows[0]["JoinTime"] == int(T0) + 20
     assert await store.marks_of(APP, G, ["bot"], now=T0 + 20) == {"bot": ()}
+    assert await store.sweep(T0 + 30) == []
+    # reads filter a lapsed 500 but never remove it: the sweep still reports that one
+    await store.add_robots(APP, G, ["bot2"], now=T0 + 20, ttl=10)
+    assert await listed(store, now=T0 + 31) == ["bot", "u1"]
+    assert await store.count(APP, G, now=T0 + 31) == 2
+    assert not await store.is_online(APP, G, "bot2", now=T0 + 31)
+    assert [e.account for e in await store.sweep(T0 + 31)] == ["bot2"]
+    assert await store.sweep(T0 + 32) == []
+
+
+async def test_lapsed_500_set_again_goes_offline_then_online(store: PresenceStore) -> None:
+    await store.set_marks(APP, G, [("vip", [500])], now=T0, mark500_ttl=5)
+    res = await store.set_marks(APP, G, [("vip", [500])], now=T0 + 5, mark500_ttl=5)
+    assert (res.went_offline, res.went_online) == (["vip"], ["vip"])
+    assert res.members == [MarkedMember("vip", (500,))]
+    assert await store.sweep(T0 + 6) == []
+
+
+async def test_lapsed_500_reported_by_a_call_that_fails(store: PresenceStore) -> None:
+    """A call naming no online account, or hitting a limit, still reports the lapse."""
+    await join(store, "u1")
+    await store.set_marks(APP, G, [("u1", list(range(1000, 1010)))], now=T0)
+    await store.add_robots(APP, G, ["bot1", "bot2"], now=T0, ttl=5)
+    res = await store.set_marks(APP, G, [("ghost", [1000])], now=T0 + 5)
+    assert (res.members, sorted(res.went_offline)) == ([], ["bot1", "bot2"])
+    await store.add_robots(APP, G, ["bot3"], now=T0 + 5, ttl=5)
+    with pytest.raises(MarkLimitError) as err:
+        await store.set_marks(APP, G, [("u1", [1010])], now=T0 + 10)
+    assert err.value.went_offline == ["bot3"]
+    assert await store.marks_of(APP, G, ["u1"], now=T0 + 10) == {"u1": tuple(range(1000, 1010))}
+    assert await store.sweep(T0 + 20) == []
+    assert await listed(store, now=T0 + 20) == ["u1"]
+
+
+async def test_lapsed_robot_deleted_is_reported_once(store: PresenceStore) -> None:
+    await store.add_robots(APP, G, ["bot"], now=T0, ttl=5)
+    res = await store.del_robots(APP, G, ["bot"], now=T0 + 5)
+    assert (res.members, res.went_offline) == ([], ["bot"])
+    assert await store.sweep(T0 + 6) == []
+
+
+# --- heartbeat interruptions (HeartbeatRecover) -------------------------------------------
+
+
+async def test_interrupted_member_recovers_within_the_window(store: PresenceStore) -> None:
+    await join(store, "u1")
+    assert await leave(store, "u1", now=T0 + 1, interrupted=True)
+    assert await joined(store, "u1", "again", now=T0 + 30) is Joined.RECOVERED
+    # the recovery used the record up; a later plain quit and join is a plain join
+    assert await leave(store, "u1", "again", now=T0 + 40)
+    assert await joined(store, "u1", now=T0 + 41) is Joined.ONLINE
+    # the window is inclusive
+    assert await leave(store, "u1", now=T0 + 50, interrupted=True)
+    assert await joined(store, "u1", now=T0 + 50 + RECOVER_WINDOW) is Joined.RECOVERED
+
+
+async def test_interruption_forgotten_after_the_window(store: PresenceStore) -> None:
+    await join(store, "u1")
+    await join(store, "u2")
+    assert await leave(store, "u1", now=T0, interrupted=True)
+    assert await leave(store, "u2", now=T0 + 100, interrupted=True)
+    assert await joined(store, "u1", now=T0 + RECOVER_WINDOW + 1) is Joined.ONLINE
+    assert await joined(store, "u2", now=T0 + RECOVER_WINDOW + 1) is Joined.RECOVERED
+    # a lapsed record is gone, not waiting for a later interruption
+    assert await leave(store, "u1", now=T0 + RECOVER_WINDOW + 2)
+    assert await joined(store, "u1", now=T0 + RECOVER_WINDOW + 3) is Joined.ONLINE
+
+
+async def test_only_going_offline_is_an_interruption(store: PresenceStore) -> None:
+    # another connection keeps the member online
+    await join(store, "u1", "a")
+    assert await joined(store, "u1", "b") is Joined.NO_CHANGE
+    assert not await leave(store, "u1", "a", interrupted=True)
+    assert await leave(store, "u1", "b")
+    assert await joined(store, "u1", now=T0 + 1) is Joined.ONLINE
+    # so does a valid mark 500; when that goes later, it is no interruption either
+    await join(store, "vip")
+    await store.set_marks(APP, G, [("vip", [500])], now=T0)
+    assert not await leave(store, "vip", now=T0 + 1, interrupted=True)
+    await store.del_robots(APP, G, ["vip"], now=T0 + 2)
+    assert await joined(store, "vip", now=T0 + 3) is Joined.ONLINE
+    # an unknown connection records nothing
+    assert not await leave(store, "ghost", now=T0, interrupted=True)
+    assert await joined(store, "ghost", now=T0 + 1) is Joined.ONLINE
+
+
+async def test_mark_500_listing_forgets_an_interruption(store: PresenceStore) -> None:
+    """Listed by 500 and unlisted again (Online/Join, Offline/Quit) since the timeout:
+    the member's last way offline was no interruption, so its join is no recovery."""
+    await join(store, "u1")
+    assert await leave(store, "u1", now=T0, interrupted=True)
+    assert (await store.add_robots(APP, G, ["u1"], now=T0 + 1)).went_online == ["u1"]
+    assert (await store.del_robots(APP, G, ["u1"], now=T0 + 2)).went_offline == ["u1"]
+    assert await joined(store, "u1", now=T0 + 3) is Joined.ONLINE
+
+
+async def test_interruptions_are_per_group(store: PresenceStore) -> None:
+    await join(store, "u1")
+    assert await leave(store, "u1", interrupted=True)
+    other = await store.join(APP, "other", "u1", "x", nick="", avatar="", now=T0 + 1)
+    assert other is Joined.ONLINE
+    elsewhere = await store.join(APP + 1, G, "u1", "y", nick="", avatar="", now=T0 + 1)
+    assert elsewhere is Joined.ONLINE
+    assert await joined(store, "u1", now=T0 + 1) is Joined.RECOVERED
+
+
+async def test_drop_group_forgets_interruptions(store: PresenceStore) -> None:
+    await join(store, "u1")
+    assert await leave(store, "u1", interrupted=True)
+    await store.drop_group(APP, G)
+    assert await joined(store, "u1", now=T0 + 1) is Joined.ONLINE
+
+
+async def test_memory_interruptions_are_trimmed() -> None:
+    """The memory store keeps about one window of interruptions, not every one ever."""
+    from opentim.presence.memory import MemoryPresenceStore
+
+    store = MemoryPresenceStore()
+    for i in range(100):
+        await join(store, f"u{i}", now=T0 + i)
+        assert await leave(store, f"u{i}", now=T0 + i, interrupted=True)
+    group = store._groups[(APP, G)]
+    assert len(group.interrupted) == 100
+    await join(store, "late")
+    assert await leave(store, "late", now=T0 + 150, interrupted=True)  # trims before T0 + 30
+    assert len(group.interrupted) == 71  # u30..u99 and late
+    await store.sweep(T0 + 1000)
+    assert group.interrupted == {}
 
 
 async def test_count_and_is_online(store: PresenceStore) -> None:
@@ -392,6 +538,8 @@ async def test_drop_group(store: PresenceStore) -> None:
 
 async def test_drop_group_leaves_no_keys(redis_backend: Any) -> None:
     store = await redis_backend.make()
+    await join(store, "u0")
+    await leave(store, "u0", interrupted=True)  # remembered in G:hbi
     await join(store, "u1")
     await store.set_marks(APP, G, [("u1", [1000, 600])], now=T0)
     await store.add_robots(APP, G, ["bot"], now=T0)

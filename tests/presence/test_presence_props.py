@@ -66,7 +66,8 @@ class Model:
 async def apply(s: PresenceStore, group: str, model: Model, op: str, a: str, c: str) -> None:
     if op == "join":
         new = a not in model.online
-        assert await s.join(APP, group, a, c, nick="", avatar="", now=T0) is new
+        joined = await s.join(APP, group, a, c, nick="", avatar="", now=T0)
+        assert joined.became_online is new
         if new:
             model.become_online(a)
         model.conns.setdefault(a, set()).add(c)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from opentim.presence import Offline
+from opentim.presence import RECOVER_WINDOW, Joined, Offline
 
 from .conftest import T0
 
@@ -19,7 +19,7 @@ G = "@TGS#aLIVE"
 
 
 async def join(s: Any, acc: str, conn: str, now: float = T0) -> bool:
-    return await s.join(APP, G, acc, conn, nick="", avatar="", now=now)
+    return (await s.join(APP, G, acc, conn, nick="", avatar="", now=now)).became_online
 
 
 async def test_crashed_node_swept_by_another(redis_backend: Any) -> None:
@@ -120,7 +120,7 @@ async def test_refreshed_lease_survives_and_lost_lease_is_reported(redis_backend
     assert events == [Offline(APP, G, "u1", "node_lost")]
     await asyncio.wait_for(lost.wait(), 2)
     # A re-registered and keeps working
-    assert await a.join(APP, G, "u2", "c2", nick="", avatar="", now=time.time())
+    assert (await a.join(APP, G, "u2", "c2", nick="", avatar="", now=time.time())).became_online
     assert await b.sweep(time.time()) == []
 
 
@@ -159,3 +159,32 @@ async def test_leave_node_batches_large_groups(redis_backend: Any) -> None:
     events = await b.sweep(T0 + 100)
     assert len({e.account for e in events}) == 2500
     assert await b.count(APP, G, now=T0 + 100) == 0
+
+
+async def test_interruption_recovers_through_another_node(redis_backend: Any) -> None:
+    a = await redis_backend.make(node_id="A")
+    b = await redis_backend.make(node_id="B")
+    await join(a, "u1", "a1")
+    assert await a.leave(APP, G, "u1", "a1", now=T0 + 1, interrupted=True)
+    assert await b.join(APP, G, "u1", "b1", nick="", avatar="", now=T0 + 60) is Joined.RECOVERED
+
+
+async def test_dead_node_users_are_remembered_as_interrupted(redis_backend: Any) -> None:
+    a = await redis_backend.make(node_id="A", lease_ttl=15, release_on_close=False)
+    b = await redis_backend.make(node_id="B", lease_ttl=15)
+    await join(a, "u1", "a1")
+    await join(a, "u2", "a2")
+    assert {e.account for e in await b.sweep(T0 + 16)} == {"u1", "u2"}
+    assert await b.join(APP, G, "u1", "b1", nick="", avatar="", now=T0 + 20) is Joined.RECOVERED
+    late = T0 + 16 + RECOVER_WINDOW + 1
+    assert await b.join(APP, G, "u2", "b2", nick="", avatar="", now=late) is Joined.ONLINE
+
+
+async def test_interruptions_are_trimmed_by_later_ones(redis_backend: Any) -> None:
+    s = await redis_backend.make()
+    key = f"{redis_backend.prefix}:{{{APP}:{G}}}:hbi"
+    for i, now in enumerate((T0, T0 + 10, T0 + 10 + RECOVER_WINDOW)):
+        await join(s, f"u{i}", f"c{i}", now=now)
+        assert await s.leave(APP, G, f"u{i}", f"c{i}", now=now, interrupted=True)
+    # u0 is older than the window when u2 is recorded; u1 is exactly at its edge
+    assert await redis_backend.client.zrange(key, 0, -1) == [b"u1", b"u2"]

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from opentim.presence.base import (
+    RECOVER_WINDOW,
+    Joined,
     MarkedMember,
     MarkResult,
     Offline,
@@ -26,8 +28,10 @@ from opentim.presence.errors import (
 from opentim.presence.memory import MemoryPresenceStore
 
 __all__ = [
+    "RECOVER_WINDOW",
     "InvalidCursorError",
     "InvalidMarkError",
+    "Joined",
     "MarkLimitError",
     "MarkResult",
     "MarkedMember",

@@ -19,17 +19,28 @@ Semantics shared by every backend (the contract tests in ``tests/presence`` pin 
 * **Leaving.** When the last connection leaves, the member goes offline and all its marks
   are cleared - unless it holds a mark 500 that is still valid: then it stays listed
   (same sequence, same row) and keeps only mark 500.
+* **Heartbeat interruptions** are remembered by the store, not by a server process, so a
+  user who timed out on one process and comes back through another within
+  ``RECOVER_WINDOW`` is a recovery (``Joined.RECOVERED``). One is recorded when a leave
+  flagged ``interrupted`` (or, with Redis, the sweep of a dead node's connections) takes
+  the account offline, and it is forgotten at the account's next becoming-online by any
+  path (a join, or mark 500 listing it), so a recovery always follows an interruption
+  that was the account's last way offline.
 * **Mark 500** is valid while ``now < until`` (``until = now_at_set + ttl``; setting it
-  again refreshes ``until``). Expired 500s are filtered lazily by every read and removed
-  by ``sweep`` or by the next ``set_marks`` / ``delete_marks`` on the group (which then
-  report the members that went offline that way).
+  again refreshes ``until``). Expired 500s are filtered lazily by every read (reads never
+  remove them) and removed by ``sweep``, by the next ``set_marks`` / ``delete_marks`` on
+  the group, or by the account's own ``join``. Whichever removes a lapsed member reports
+  it, exactly once: ``sweep`` as ``Offline(.., "mark500_expired")``, a mark call in
+  ``went_offline`` (also on ``MarkLimitError``), a join as ``Joined.AFTER_LAPSE``. The
+  caller owes the webhook an Offline for it; no later call reports it again.
 * **Mark 600** hides a member from ``page(mark=None)``; it still counts in ``count`` and
   is listed by ``page(mark=600)``.
 * **Mark limits** (checked on the state after expiring lapsed 500s): at most
   ``MAX_DISTINCT_MARKS`` distinct marks >= 1000 per group (500 and 600 don't count) and
   at most ``MAX_MEMBERS_PER_MARK`` members per mark (500 and 600 included). A call that
-  would break either limit changes nothing and raises ``MarkLimitError``; the
-  distinct-marks limit is checked first.
+  would break either limit applies no mark and raises ``MarkLimitError`` (whose
+  ``went_offline`` lists the lapsed 500s cleaned up first); the distinct-marks limit is
+  checked first.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
@@ -58,6 +70,9 @@ MAX_MEMBERS_PER_MARK = 1000
 DEFAULT_MARK500_TTL = 3 * 86400.0
 DEFAULT_PAGE_LIMIT = 500
 DEFAULT_PAGE_CAP = 1000
+# An account back online this soon (seconds, inclusive) after a heartbeat interruption
+# took it offline has "recovered" (the webhook's HeartbeatRecover), not joined afresh.
+RECOVER_WINDOW = 120.0
 
 Profiles = Mapping[str, tuple[str, str]]
 """account -> (nick, avatar), used for rows of accounts that become online via mark 500."""
@@ -74,6 +89,30 @@ class Page:
     rows: bytes
     next_cursor: int
     count: int
+
+
+class Joined(Enum):
+    """What ``join`` did to the account's place in the list.
+
+    Every value but ``NO_CHANGE`` means the account became online (a fresh sequence and
+    row); the others say how the caller should announce it.
+    """
+
+    NO_CHANGE = 0
+    """Already online (another connection, or a valid mark 500), or a duplicate conn_id."""
+    ONLINE = 1
+    """Became online: a plain join."""
+    RECOVERED = 2
+    """Became online within ``RECOVER_WINDOW`` after a heartbeat interruption took it
+    offline (HeartbeatRecover)."""
+    AFTER_LAPSE = 3
+    """Became online; until now a lapsed mark 500 still listed it, which this join removed.
+    Nothing reported it offline yet (the sweep no longer will): announce its Offline,
+    as for a swept ``mark500_expired``, before the Online."""
+
+    @property
+    def became_online(self) -> bool:
+        return self is not Joined.NO_CHANGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +134,8 @@ class MarkResult:
     ``went_online``: accounts listed because of this call (mark 500 on an offline account).
     ``went_offline``: accounts no longer listed after this call - mark 500 deleted from an
     unconnected member, or any member of the group whose mark 500 lapsed (cleaned up here).
+    A lapsed member that the call lists again with a new 500 is in both lists: it went
+    offline (lapse) before it came back online (this call).
     """
 
     members: list[MarkedMember] = field(default_factory=list)
@@ -141,17 +182,28 @@ class PresenceStore(Protocol):
         nick: str,
         avatar: str,
         now: float,
-    ) -> bool:
-        """Register connection ``conn_id`` of ``account``; True if the account became online.
+    ) -> Joined:
+        """Register connection ``conn_id`` of ``account``; see ``Joined`` for the outcomes.
 
-        A duplicate ``conn_id`` is a no-op (False). An account already listed through a
-        valid mark 500 keeps its sequence and row (False).
+        A duplicate ``conn_id`` is a no-op (NO_CHANGE). An account already listed through a
+        valid mark 500 keeps its sequence and row (NO_CHANGE).
         """
         ...
 
-    async def leave(self, app: int, group: str, account: str, conn_id: str, *, now: float) -> bool:
+    async def leave(
+        self,
+        app: int,
+        group: str,
+        account: str,
+        conn_id: str,
+        *,
+        now: float,
+        interrupted: bool = False,
+    ) -> bool:
         """Remove connection ``conn_id``; True if the account went offline.
 
+        ``interrupted``: the connection timed out (no heartbeat). If that takes the account
+        offline, the store remembers it for ``RECOVER_WINDOW`` seconds (see ``Joined``).
         Unknown connections (or one registered for another account) are a no-op (False).
         """
         ...
@@ -205,6 +257,9 @@ class PresenceStore(Protocol):
     ) -> MarkResult:
         """Add marks to online members; atomic, raises MarkLimitError / InvalidMarkError.
 
+        A MarkLimitError applies no mark, but lapsed 500s are cleaned up before the limits
+        are checked: the exception's ``went_offline`` lists them for the caller to report.
+
         An offline account whose marks include 500 (when ``allow_offline_500``) becomes
         online with a fresh sequence, ``JoinTime = int(now)`` and nick/avatar from
         ``profiles`` (default ""), and receives all its requested marks. Other offline
@@ -257,8 +312,10 @@ class PresenceStore(Protocol):
 
 
 __all__ = [
+    "RECOVER_WINDOW",
     "InvalidCursorError",
     "InvalidMarkError",
+    "Joined",
     "MarkLimitError",
     "MarkResult",
     "MarkedMember",

@@ -22,15 +22,21 @@ class InvalidCursorError(PresenceError, ValueError):
 
 
 class MarkLimitError(PresenceError):
-    """A set_marks call would exceed a per-group mark limit; nothing was applied.
+    """A set_marks call would exceed a per-group mark limit; no mark was applied.
 
     ``kind`` says which limit: ``"distinct_marks"`` (more than ``limit`` distinct marks
     >= 1000 in the group) or ``"members_per_mark"`` (mark ``mark`` would have more than
-    ``limit`` members).
+    ``limit`` members). ``went_offline``: members whose mark 500 had lapsed, removed before
+    the limits were checked (the limits count the group without them). Nobody else will
+    report them, so the caller announces them offline even though the call failed.
     """
 
     def __init__(
-        self, kind: Literal["distinct_marks", "members_per_mark"], limit: int, mark: int | None
+        self,
+        kind: Literal["distinct_marks", "members_per_mark"],
+        limit: int,
+        mark: int | None,
+        went_offline: list[str] | None = None,
     ) -> None:
         what = (
             f"more than {limit} distinct marks >= 1000 in the group"
@@ -41,3 +47,4 @@ class MarkLimitError(PresenceError):
         self.kind = kind
         self.limit = limit
         self.mark = mark
+        self.went_offline: list[str] = went_offline or []

@@ -23,6 +23,8 @@ from opentim.presence.base import (
     MAX_DISTINCT_MARKS,
     MAX_MEMBERS_PER_MARK,
     MIN_CUSTOM_MARK,
+    RECOVER_WINDOW,
+    Joined,
     MarkedMember,
     MarkLimitError,
     MarkResult,
@@ -166,7 +168,7 @@ class _SeqList:
 
 
 class _Group:
-    __slots__ = ("by_account", "conns", "marks", "min500", "next_seq", "order")
+    __slots__ = ("by_account", "conns", "interrupted", "marks", "min500", "next_seq", "order")
 
     def __init__(self) -> None:
         self.next_seq = 1
@@ -176,6 +178,10 @@ class _Group:
         self.marks: dict[int, _SeqList] = {}  # only non-empty indexes
         # A lower bound of the earliest mark-500 expiry: lets reads skip the expiry scan.
         self.min500 = math.inf
+        # account -> when a heartbeat interruption took it offline (for HeartbeatRecover).
+        # Oldest first as callers' clocks move forward (a record is re-inserted at the
+        # end), so stale ones are trimmed from the front: it holds about one window.
+        self.interrupted: dict[str, float] = {}
 
 
 class MemoryPresenceStore(RobotsViaMarks):
@@ -226,6 +232,11 @@ class MemoryPresenceStore(RobotsViaMarks):
         g.order.remove(e)
         del g.by_account[e.account]
 
+    def _remember_interruption(self, g: _Group, account: str, now: float) -> None:
+        g.interrupted.pop(account, None)
+        g.interrupted[account] = now
+        _trim_interruptions(g, now)
+
     def _expire_due(self, g: _Group, now: float) -> list[str]:
         """Apply lapsed marks 500; returns the members that went offline by it."""
         if now < g.min500:
@@ -256,25 +267,41 @@ class MemoryPresenceStore(RobotsViaMarks):
         nick: str,
         avatar: str,
         now: float,
-    ) -> bool:
+    ) -> Joined:
         g = self._groups.get((app, group))
         if g is None:
             g = self._groups[(app, group)] = _Group()
         if conn_id in g.conns:
-            return False
-        became_online = False
+            return Joined.NO_CHANGE
+        outcome = Joined.NO_CHANGE
         e = g.by_account.get(account)
+        lapsed = False
         if e is not None and not e.online(now):
             self._purge(g, e)  # listed only by a lapsed 500: it is offline already
-            e = None
+            e, lapsed = None, True
         if e is None:
             e = self._new_entry(g, account, encode_row(account, now, nick, avatar))
-            became_online = True
+            lost_at = g.interrupted.pop(account, None)
+            if lapsed:
+                outcome = Joined.AFTER_LAPSE
+            elif lost_at is not None and lost_at >= now - RECOVER_WINDOW:
+                outcome = Joined.RECOVERED
+            else:
+                outcome = Joined.ONLINE
         e.nconn += 1
         g.conns[conn_id] = e
-        return became_online
+        return outcome
 
-    async def leave(self, app: int, group: str, account: str, conn_id: str, *, now: float) -> bool:
+    async def leave(
+        self,
+        app: int,
+        group: str,
+        account: str,
+        conn_id: str,
+        *,
+        now: float,
+        interrupted: bool = False,
+    ) -> bool:
         g = self._groups.get((app, group))
         e = g.conns.get(conn_id) if g else None
         if g is None or e is None or e.account != account:
@@ -290,6 +317,8 @@ class MemoryPresenceStore(RobotsViaMarks):
                     self._drop_mark(g, e, m)
             return False
         self._purge(g, e)
+        if interrupted:
+            self._remember_interruption(g, account, now)
         return True
 
     # --- reads -----------------------------------------------------------------------
@@ -399,17 +428,22 @@ class MemoryPresenceStore(RobotsViaMarks):
             for m in ms:
                 if e is None or e.marks is None or m not in e.marks:
                     adds[m] = adds.get(m, 0) + 1
-        _check_limits(
-            {m for m in g.marks if m >= MIN_CUSTOM_MARK},
-            adds,
-            lambda m: len(g.marks[m]) if m in g.marks else 0,
-        )
+        try:
+            _check_limits(
+                {m for m in g.marks if m >= MIN_CUSTOM_MARK},
+                adds,
+                lambda m: len(g.marks[m]) if m in g.marks else 0,
+            )
+        except MarkLimitError as exc:
+            exc.went_offline = went_offline  # removed all the same: the caller reports them
+            raise
         until = now + mark500_ttl
         result = MarkResult(went_offline=went_offline)
         for a, e, ms in plan:
             if e is None:
                 nick, avatar = (profiles or {}).get(a, ("", ""))
                 e = self._new_entry(g, a, encode_row(a, now, nick, avatar))
+                g.interrupted.pop(a, None)  # online again: a later join is no recovery
                 result.went_online.append(a)
             for m in ms:
                 self._add_mark(g, e, m)
@@ -456,7 +490,20 @@ class MemoryPresenceStore(RobotsViaMarks):
         for (app, group), g in list(self._groups.items()):
             for a in self._expire_due(g, now):
                 out.append(Offline(app, group, a, "mark500_expired"))
+            if g.interrupted:
+                _trim_interruptions(g, now)
         return out
+
+
+def _trim_interruptions(g: _Group, now: float) -> None:
+    """Forget interruptions older than the recovery window (they are oldest first)."""
+    stale = g.interrupted
+    cutoff = now - RECOVER_WINDOW
+    while stale:
+        account, at = next(iter(stale.items()))
+        if at >= cutoff:
+            return
+        del stale[account]
 
 
 def _marks_now(e: _Entry, now: float) -> tuple[int, ...]:

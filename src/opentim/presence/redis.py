@@ -13,6 +13,12 @@ Cluster hash tag, so all keys of one group share a slot and one Lua script may t
     G:m:<mark>     zset    account -> join seq: per-mark index, so mark pages never scan
     G:marks        set     marks in use (limit checks, cleanup)
     G:x500         zset    account -> until: mark-500 expiries
+    G:hbi          zset    account -> when a heartbeat interruption (a timed-out leave, or
+                           a dead node's connections swept) took it offline; read and
+                           removed when it becomes online again (HeartbeatRecover for
+                           every process); older than RECOVER_WINDOW trimmed whenever
+                           one is recorded
+    G:ver          string  bumped by every writing script (page cache validation)
     P:nodes        zset    node id -> lease deadline (see lua/lease.lua)
     P:ng:{<node>}  set     "<sdkappid>:<group_id>" of groups the node has connections in
     P:x500         zset    "<sdkappid>:<group_id>" -> earliest mark-500 expiry (sweeper)
@@ -52,6 +58,8 @@ from opentim.presence.base import (
     MARK_ALWAYS_ONLINE,
     MAX_DISTINCT_MARKS,
     MAX_MEMBERS_PER_MARK,
+    RECOVER_WINDOW,
+    Joined,
     MarkedMember,
     MarkLimitError,
     MarkResult,
@@ -312,7 +320,7 @@ class RedisPresenceStore(RobotsViaMarks):
         nick: str,
         avatar: str,
         now: float,
-    ) -> bool:
+    ) -> Joined:
         ref = f"{app}:{group}"
         # Count first: a pending join keeps _unfile_idle from unfiling the group.
         self._local[ref] = self._local.get(ref, 0) + 1
@@ -326,17 +334,28 @@ class RedisPresenceStore(RobotsViaMarks):
         row = encode_row(account, now, nick, avatar)
         rc = int(
             await self._run(
-                "join", self._base(app, group), self.node_id, conn_id, account, row, _num(now)
+                "join", self._base(app, group), self.node_id, conn_id, account, row, _num(now),
+                _num(now - RECOVER_WINDOW),
             )
         )
         if rc < 0:
             self._local[ref] -= 1
-        return rc == 1
+        return Joined(max(rc, 0))  # join.lua's codes are Joined's values; -1 is a no-op
 
-    async def leave(self, app: int, group: str, account: str, conn_id: str, *, now: float) -> bool:
+    async def leave(
+        self,
+        app: int,
+        group: str,
+        account: str,
+        conn_id: str,
+        *,
+        now: float,
+        interrupted: bool = False,
+    ) -> bool:
         rc = int(
             await self._run(
-                "leave", self._base(app, group), self.node_id, conn_id, account, _num(now)
+                "leave", self._base(app, group), self.node_id, conn_id, account, _num(now),
+                "1" if interrupted else "0", _num(now - RECOVER_WINDOW),
             )
         )
         ref = f"{app}:{group}"
@@ -353,7 +372,8 @@ class RedisPresenceStore(RobotsViaMarks):
             cursor = "0"
             while True:
                 res = await self._run(
-                    "leave_node", base, node, cursor, _LEAVE_NODE_BATCH, _num(now)
+                    "leave_node", base, node, cursor, _LEAVE_NODE_BATCH, _num(now),
+                    _num(now - RECOVER_WINDOW),
                 )
                 cursor = _s(res[0])
                 out.extend(Offline(app, group, _s(a), "node_lost") for a in res[1:])
@@ -468,7 +488,8 @@ class RedisPresenceStore(RobotsViaMarks):
             res = await self._run("set_marks", base, *args)
         if _s(res[0]) == "LIMIT":
             kind = "distinct_marks" if _s(res[1]) == "distinct_marks" else "members_per_mark"
-            raise MarkLimitError(kind, int(res[2]), int(res[3]) or None)
+            raise MarkLimitError(kind, int(res[2]), int(res[3]) or None,
+                                 went_offline=[_s(a) for a in res[4:]])
         result, i = _parse_offline(res)
         for _ in range(int(res[i])):
             acc, new, marks = _s(res[i + 1]), int(res[i + 2]), res[i + 3]

@@ -18,6 +18,7 @@ local K_AM = B .. ':am'       -- hash: account -> "m1,m2" (its marks, ascending)
 local K_X500 = B .. ':x500'   -- zset: account -> until (mark 500 expiry, unix s)
 local K_MARKS = B .. ':marks' -- set: marks that have at least one member
 local K_NODES = B .. ':nodes' -- set: node ids holding connections to the group
+local K_HBI = B .. ':hbi'     -- zset: account -> when a heartbeat interruption took it offline
 local K_VER = B .. ':ver'     -- string: bumped by every script that writes (page caching)
 
 local function mkey(m) return B .. ':m:' .. m end      -- zset: account -> join seq
@@ -85,6 +86,26 @@ local function conn_gone(acc, now)
   end
   purge(acc)
   return 1
+end
+
+-- A heartbeat interruption took acc offline at now_s: remember it, for any process, so
+-- that its next join within the window is a recovery.
+local function remember_interruption(acc, now_s)
+  redis.call('ZADD', K_HBI, now_s, acc)
+end
+
+-- Forget interruptions before since_s (now - window). Run by every script that records
+-- one, so the zset holds about one window's worth and needs no sweeper.
+local function trim_interruptions(since_s)
+  redis.call('ZREMRANGEBYSCORE', K_HBI, '-inf', '(' .. since_s)
+end
+
+-- acc is becoming online: forget its interruption; true if that was at or after since_s.
+local function recovering(acc, since_s)
+  local at = redis.call('ZSCORE', K_HBI, acc)
+  if not at then return false end
+  redis.call('ZREM', K_HBI, acc)
+  return tonumber(at) >= tonumber(since_s)
 end
 
 -- Apply every lapsed mark 500; returns the accounts that went offline because of it.

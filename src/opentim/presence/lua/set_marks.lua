@@ -1,8 +1,10 @@
 -- set_marks(now, until, allow_offline_500, max_distinct, max_per_mark,
 --           {account, row, k, mark1..markk}...)
--- -> {'LIMIT', kind, limit, mark} with nothing applied, or
+-- -> {'LIMIT', kind, limit, mark, off...} with no mark applied, or
 --    {'OK', n_off, off..., n, {account, became_online, "marks"}...}
--- row is the JSON row to list an offline account with (only sent when 500 is asked for).
+-- off: members whose lapsed 500 was removed first (also on LIMIT: Lua can't undo that,
+-- and nobody else will report them). row is the JSON row to list an offline account
+-- with (only sent when 500 is asked for).
 local NOW_S, UNTIL = ARGV[1], ARGV[2]
 local allow500 = ARGV[3] == '1'
 local max_distinct, max_per = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -31,7 +33,7 @@ while i <= #ARGV do
   end
 end
 
--- 2. limits, before touching anything
+-- 2. limits, before applying any mark
 local distinct, in_use = 0, {}
 for _, m in ipairs(redis.call('SMEMBERS', K_MARKS)) do
   in_use[m] = true
@@ -42,11 +44,16 @@ for m, _ in pairs(adds) do
   added[#added + 1] = m
   if tonumber(m) >= 1000 and not in_use[m] then distinct = distinct + 1 end
 end
-if distinct > max_distinct then return { 'LIMIT', 'distinct_marks', max_distinct, 0 } end
+local function limit(kind, lim, m)
+  local out = { 'LIMIT', kind, lim, m }
+  for _, a in ipairs(offline) do out[#out + 1] = a end
+  return out
+end
+if distinct > max_distinct then return limit('distinct_marks', max_distinct, 0) end
 table.sort(added, by_number)
 for _, m in ipairs(added) do
   if redis.call('ZCARD', mkey(m)) + adds[m] > max_per then
-    return { 'LIMIT', 'members_per_mark', max_per, tonumber(m) }
+    return limit('members_per_mark', max_per, tonumber(m))
   end
 end
 
@@ -61,6 +68,7 @@ for _, p in ipairs(plan) do
     seq = redis.call('INCR', K_SEQ)
     redis.call('ZADD', K_ORD, seq, acc)
     redis.call('HSET', K_ROW, acc, row)
+    redis.call('ZREM', K_HBI, acc) -- online again: a later join is no recovery
     new = 1
   end
   for _, m in ipairs(ms) do
