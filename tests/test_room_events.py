@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -185,3 +187,7 @@ async def test_a_client_that_does_not_read_its_pushes_is_closed(presence_backend
                         while "host" in [r["Member_Account"]
                                          for r in (await members(tim, group_id))[0]]:
                             await asyncio.sleep(0.05)
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"{live.url}/metrics")).text
+        closed = re.search(r"^opentim_gateway_slow_clients_closed_total (\d+)$", text, re.M)
+        assert closed and int(closed.group(1)) >= 1, text

@@ -89,7 +89,19 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
 
 async def metrics(request: Request) -> PlainTextResponse:
-    """Prometheus text: webhook deliveries by outcome, queued callbacks."""
-    runtime: Runtime = request.app.state.runtime
-    return PlainTextResponse(runtime.webhooks.prometheus(),
+    """Prometheus text: webhook deliveries by outcome, queued callbacks, and the gateway's
+    connections, slow clients closed and room events not relayed."""
+    state = request.app.state
+    runtime: Runtime = state.runtime
+    rooms: LocalRooms = state.rooms
+    relay: RoomRelay = state.relay
+    gateway = (
+        "# TYPE opentim_gateway_connections_in_groups gauge\n"
+        f"opentim_gateway_connections_in_groups {len(rooms.connections())}\n"
+        "# TYPE opentim_gateway_slow_clients_closed_total counter\n"
+        f"opentim_gateway_slow_clients_closed_total {rooms.slow_clients_closed}\n"
+        "# TYPE opentim_room_events_unrelayed_total counter\n"
+        f"opentim_room_events_unrelayed_total {relay.dropped}\n"
+    )
+    return PlainTextResponse(runtime.webhooks.prometheus() + gateway,
                              media_type="text/plain; version=0.0.4")

@@ -118,6 +118,7 @@ class ClientConnection:
         log.info("closing connection %s of %s: %d bytes of pushes unread",
                  self.presence.conn_id, self.account, self._outbox_bytes)
         self.state = ConnState.CLOSING  # nothing more is queued or sent to it
+        self.rooms.slow_clients_closed += 1
         self._outbox.clear()
         self._outbox_bytes = 0
         self._closer = asyncio.create_task(

@@ -68,6 +68,7 @@ class RoomRelay:
 
     def __init__(self, events: EventBus, rooms: LocalRooms) -> None:
         self.rooms = rooms
+        self.dropped = 0  # room events never published (queue full or Redis failing)
         events.subscribe(self._on_event)
 
     async def start(self) -> None:
@@ -108,7 +109,6 @@ class RedisRoomRelay(RoomRelay):
         self._queue: asyncio.Queue[RoomEvent] = asyncio.Queue(QUEUE_SIZE)
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.dropped = 0  # room events never published (queue full or Redis failing)
 
     async def start(self) -> None:
         # Subscribed before the server accepts connections: nothing published after this

@@ -88,6 +88,7 @@ class LocalRooms:
         self._batches: dict[tuple[int, str], _Batch] = {}
         self._last_flush: dict[tuple[int, str], float] = {}
         self._interval = batch_interval
+        self.slow_clients_closed = 0  # connections closed for not reading their pushes
 
     def enter(self, sdkappid: int, group_id: str, conn: Pushable) -> None:
         self._rooms[(sdkappid, group_id)].add(conn)
