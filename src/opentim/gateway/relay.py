@@ -80,9 +80,9 @@ class RoomRelay:
     async def _on_event(self, event: Event) -> None:
         found = room_event(event)
         if found is not None:
-            # Local first and awaited: removals are told while they are handled.
+            self._publish(found)  # queued, first: a failure here must not stop the others
+            # Awaited: this process's removed connections are told while it is handled.
             await self.rooms.deliver(found)
-            self._publish(found)
 
     def _publish(self, event: RoomEvent) -> None:
         pass
