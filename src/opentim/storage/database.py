@@ -4,6 +4,10 @@ SQLite (the embedded default) is a single-writer database: writes are serialised
 asyncio lock in this process rather than left to fail with "database is locked", which is
 why one SQLite file serves one server process. PostgreSQL serialises per group with
 ``SELECT … FOR UPDATE`` on the group row instead.
+
+SQLite reads run inline, on the event loop's thread, through a plain (synchronous)
+SQLAlchemy connection: aiosqlite hands every cursor step to a worker thread, and those
+hops cost far more than the indexed reads themselves (see ``_InlineReader``).
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import msgspec
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
@@ -39,20 +44,52 @@ def async_url(url: str) -> str:
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///… or postgresql://…")
 
 
+class Executor(Protocol):
+    """What reads and writes use of a connection: ``AsyncConnection`` or ``_InlineReader``."""
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any: ...
+
+
+class _InlineReader:
+    """A synchronous SQLite connection behind the async ``execute`` the store calls.
+
+    Measured (``bench/run``, account_check on SQLite): aiosqlite's thread hops made a
+    one-row read cost several hundred microseconds. In WAL mode a reader never waits for
+    the writer, and OpenTIM's reads are indexed lookups, so running them on the loop's
+    thread is cheaper than any hand-off. Results must be consumed inside the ``read()``
+    block (every caller does).
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self._conn.execute(statement, parameters)
+
+
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.engine: AsyncEngine = create_async_engine(
-            async_url(url), echo=echo, **_engine_args(url)
+            async_url(url), echo=echo, **_engine_args(url), **_JSON_CODEC
         )
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        # PostgreSQL reads skip BEGIN/ROLLBACK (two round trips); SQLite's driver would
-        # instead pay extra thread hops to switch modes, so it keeps the default.
+        # PostgreSQL reads skip BEGIN/ROLLBACK (two round trips); aiosqlite would instead
+        # pay extra thread hops to switch modes.
         self._reader = self.engine if self.is_sqlite else \
             self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._inline: Engine | None = None
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        if self.is_sqlite and make_url(url).database not in (None, "", ":memory:"):
+            # (an in-memory database exists per connection: it keeps the async reader)
+            self._inline = create_engine(
+                make_url(url).set(drivername="sqlite+pysqlite"), echo=echo,
+                pool_size=2, max_overflow=8, **_JSON_CODEC)
+            event.listen(self._inline, "connect", _sqlite_pragmas)
 
     async def migrate(self) -> None:
         """Bring the schema to the newest migration (safe to call on every start)."""
@@ -60,11 +97,17 @@ class Database:
             await conn.run_sync(_upgrade)
 
     async def close(self) -> None:
+        if self._inline is not None:
+            self._inline.dispose()
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (autocommit on PostgreSQL)."""
+    async def read(self) -> AsyncIterator[Executor]:
+        """A connection for reads: autocommit on PostgreSQL, inline on SQLite."""
+        if self._inline is not None:
+            with self._inline.connect() as conn:
+                yield _InlineReader(conn)
+            return
         async with self._reader.connect() as conn:
             yield conn
 
@@ -87,6 +130,14 @@ class Database:
     def locking(self, stmt: Any) -> Any:
         """Row lock for read-then-write in a transaction (SQLite relies on the write lock)."""
         return stmt if self.is_sqlite else stmt.with_for_update()
+
+
+# JSON columns (app-defined data, message bodies) through msgspec, which parsed them from
+# the request in the first place: several times faster than the json module per value.
+_JSON_CODEC: dict[str, Any] = {
+    "json_serializer": lambda value: msgspec.json.encode(value).decode(),
+    "json_deserializer": msgspec.json.decode,
+}
 
 
 def _engine_args(url: str) -> dict[str, Any]:

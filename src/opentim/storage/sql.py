@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from opentim import errors
 from opentim.domain.apps import App, Edition
 from opentim.domain.groups import Group, GroupType, Member, MemberResult, Role
 from opentim.storage.base import AccountProfile, GroupMessage, GroupPage, NewMembers
-from opentim.storage.database import Database
+from opentim.storage.database import Database, Executor
 from opentim.storage.schema import accounts, apps, group_members, group_messages, groups
 
 
@@ -175,6 +176,34 @@ _COUNT_MEMBERS = update(groups).where(*_GROUP_KEY).values(
     member_num=groups.c.member_num + bindparam("added")).returning(
     groups.c.member_num, groups.c.max_member_num)
 _GET_GROUP = select(groups).where(*_GROUP_KEY)
+# Built once: building a statement from column expressions costs more than running it.
+_MEMBER_ROLES = select(group_members.c.member, group_members.c.role).where(
+    group_members.c.sdkappid == bindparam("app"), group_members.c.group_id == bindparam("grp"),
+    group_members.c.member.in_(bindparam("accounts", expanding=True)))
+_PROFILES = select(accounts.c.user_id, accounts.c.nick, accounts.c.face_url).where(
+    accounts.c.sdkappid == bindparam("app"),
+    accounts.c.user_id.in_(bindparam("accounts", expanding=True)))
+
+
+@functools.cache
+def _members_stmt(roles: bool, after: bool, limit: bool, offset: bool) -> Any:
+    """get_members' statement for one combination of filters (16 at most, built once)."""
+    # Uncorrelated: the planner evaluates it once per page, not once per row.
+    next_seq = select(groups.c.next_msg_seq).where(*_GROUP_KEY)
+    stmt = select(group_members, next_seq.scalar_subquery().label("next_msg_seq")).where(
+        group_members.c.sdkappid == bindparam("app"), group_members.c.group_id == bindparam("grp")
+    )
+    if roles:
+        stmt = stmt.where(group_members.c.role.in_(bindparam("roles", expanding=True)))
+    if after:
+        stmt = stmt.where(tuple_(group_members.c.join_time, group_members.c.member)
+                          > tuple_(bindparam("after_time"), bindparam("after_member")))
+    stmt = stmt.order_by(group_members.c.join_time, group_members.c.member)
+    if limit:
+        stmt = stmt.limit(bindparam("limit"))
+    if offset:
+        stmt = stmt.offset(bindparam("offset"))
+    return stmt
 _encode_json = msgspec.json.Encoder().encode
 
 
@@ -242,7 +271,7 @@ class SqlStore:
             if fresh:
                 await conn.execute(accounts.insert(), list(fresh.values()))
 
-    async def _existing(self, conn: AsyncConnection, sdkappid: int,
+    async def _existing(self, conn: Executor, sdkappid: int,
                         user_ids: Sequence[str]) -> set[str]:
         if not user_ids:
             return set()
@@ -269,11 +298,8 @@ class SqlStore:
         if not user_ids:
             return {}
         async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(accounts.c.user_id, accounts.c.nick, accounts.c.face_url).where(
-                    accounts.c.sdkappid == sdkappid, accounts.c.user_id.in_(set(user_ids))
-                )
-            )
+            rows = await conn.execute(_PROFILES, {"app": sdkappid,
+                                                  "accounts": list(set(user_ids))})
             return {r.user_id: (r.nick, r.face_url) for r in rows}
 
     # --- groups -----------------------------------------------------------------------
@@ -356,22 +382,13 @@ class SqlStore:
     async def get_members(self, sdkappid: int, group_id: str, *, limit: int | None,
                           offset: int = 0, after: tuple[int, str] | None = None,
                           roles: Sequence[str] = ()) -> list[Member]:
-        # Uncorrelated: the planner evaluates it once per page, not once per row.
-        next_seq = select(groups.c.next_msg_seq).where(*_group_key(sdkappid, group_id))
-        stmt = select(group_members, next_seq.scalar_subquery().label("next_msg_seq")).where(
-            group_members.c.sdkappid == sdkappid, group_members.c.group_id == group_id
-        )
-        if roles:
-            stmt = stmt.where(group_members.c.role.in_(roles))
+        stmt = _members_stmt(bool(roles), after is not None, limit is not None, bool(offset))
+        params: dict[str, Any] = {"app": sdkappid, "grp": group_id, "roles": list(roles),
+                                  "limit": limit, "offset": offset}
         if after is not None:
-            stmt = stmt.where(tuple_(group_members.c.join_time, group_members.c.member) > after)
-        stmt = stmt.order_by(group_members.c.join_time, group_members.c.member)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        if offset:
-            stmt = stmt.offset(offset)
+            params["after_time"], params["after_member"] = after
         async with self.db.read() as conn:
-            return [_member_from_row(row) for row in await conn.execute(stmt)
+            return [_member_from_row(row) for row in await conn.execute(stmt, params)
                     if row.next_msg_seq is not None]
 
     async def get_member_roles(self, sdkappid: int, group_id: str,
@@ -379,13 +396,8 @@ class SqlStore:
         if not accounts_:
             return {}
         async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(group_members.c.member, group_members.c.role).where(
-                    group_members.c.sdkappid == sdkappid,
-                    group_members.c.group_id == group_id,
-                    group_members.c.member.in_(set(accounts_)),
-                )
-            )
+            rows = await conn.execute(_MEMBER_ROLES, {"app": sdkappid, "grp": group_id,
+                                                      "accounts": list(set(accounts_))})
             return {r.member: r.role for r in rows}
 
     # --- membership writes ----------------------------------------------------------------
