@@ -8,6 +8,10 @@ why one SQLite file serves one server process. PostgreSQL serialises per group w
 SQLite reads run inline, on the event loop's thread, through a plain (synchronous)
 SQLAlchemy connection: aiosqlite hands every cursor step to a worker thread, and those
 hops cost far more than the indexed reads themselves (see ``_InlineReader``).
+
+PostgreSQL reads of prebuilt statements run on asyncpg's own pool, as SQL the SQLAlchemy
+dialect compiled once per statement (see ``pg_reader``): SQLAlchemy's asyncio layer costs
+several times the read itself.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import asyncpg
 import msgspec
 from alembic import command
 from alembic.config import Config
@@ -27,6 +32,16 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
+from opentim.storage.pg_reader import (
+    PgReader,
+    PgRow,
+    Plan,
+    asyncpg_codecs,
+    is_prebuilt,
+    keep_session,
+    prebuilt,
+)
+from opentim.storage.pg_reader import plan as compile_plan
 from opentim.storage.schema import metadata
 
 DEFAULT_DB_URL = "sqlite:///./opentim.db"
@@ -45,7 +60,8 @@ def async_url(url: str) -> str:
 
 
 class Executor(Protocol):
-    """What reads and writes use of a connection: ``AsyncConnection`` or ``_InlineReader``."""
+    """What reads and writes use of a connection: ``AsyncConnection``, ``_InlineReader`` or
+    ``PgReader``."""
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any: ...
 
@@ -82,6 +98,10 @@ class Database:
             self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._inline: Engine | None = None
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # PostgreSQL: asyncpg's pool for prebuilt reads, opened on first use.
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._plans: dict[int, Plan | None] = {}
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if self.is_sqlite and make_url(url).database not in (None, "", ":memory:"):
@@ -99,17 +119,46 @@ class Database:
     async def close(self) -> None:
         if self._inline is not None:
             self._inline.dispose()
+        if self._pool is not None:
+            await self._pool.close()
         await self.engine.dispose()
 
-    @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[Executor]:
+    def read(self) -> contextlib.AbstractAsyncContextManager[Executor]:
         """A connection for reads: autocommit on PostgreSQL, inline on SQLite."""
+        if not self.is_sqlite:
+            return PgReader(self)
+        return self._read_sqlalchemy()
+
+    @contextlib.asynccontextmanager
+    async def _read_sqlalchemy(self) -> AsyncIterator[Executor]:
         if self._inline is not None:
             with self._inline.connect() as conn:
                 yield _InlineReader(conn)
             return
         async with self._reader.connect() as conn:
             yield conn
+
+    def _plan_for(self, statement: Any) -> Plan | None:
+        """The asyncpg plan of a prebuilt statement; None: run it through SQLAlchemy."""
+        if not is_prebuilt(statement):
+            return None  # built per call: SQLAlchemy's own compiled cache serves it
+        plan = self._plans[id(statement)] = compile_plan(statement, self.engine.dialect)
+        return plan
+
+    async def _open_pool(self) -> asyncpg.Pool:
+        async with self._pool_lock:
+            if self._pool is None:
+                _, connect = self.engine.dialect.create_connect_args(self.engine.url)
+                # (options of SQLAlchemy's asyncpg adapter, not of asyncpg.connect)
+                cache_size = connect.pop("prepared_statement_cache_size", None)
+                if cache_size is not None:
+                    connect["statement_cache_size"] = cache_size
+                connect.pop("prepared_statement_name_func", None)
+                connect.pop("async_fallback", None)
+                self._pool = await asyncpg.create_pool(
+                    **connect, min_size=0, max_size=_READ_POOL_SIZE, record_class=PgRow,
+                    init=asyncpg_codecs, reset=keep_session)
+        return self._pool
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -148,6 +197,10 @@ def _engine_args(url: str) -> dict[str, Any]:
     return {"pool_size": 10, "max_overflow": 10, "pool_recycle": 3600}
 
 
+# Reads hold a connection for one short block; SQLAlchemy's pool (writes) keeps its own.
+_READ_POOL_SIZE = 10
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     # WAL lets readers run beside the writer; NORMAL sync is durable across process crashes
@@ -166,4 +219,4 @@ def _upgrade(sync_conn: Connection) -> None:
     command.upgrade(cfg, "head")
 
 
-__all__ = ["DEFAULT_DB_URL", "Database", "async_url", "metadata"]
+__all__ = ["DEFAULT_DB_URL", "Database", "async_url", "metadata", "prebuilt"]

@@ -15,7 +15,7 @@ from opentim import errors
 from opentim.domain.apps import App, Edition
 from opentim.domain.groups import Group, GroupType, Member, MemberResult, Role
 from opentim.storage.base import AccountProfile, GroupMessage, GroupPage, NewMembers
-from opentim.storage.database import Database, Executor
+from opentim.storage.database import Database, Executor, prebuilt
 from opentim.storage.schema import accounts, apps, group_members, group_messages, groups
 
 
@@ -117,11 +117,11 @@ def _member_values(sdkappid: int, group_id: str, member: Member,
 # call). LATERAL ... LIMIT 1 cannot become a hash join or a hashed subplan, so the plan stays
 # a nested loop of index probes whatever the statistics say. SQLite plans each correlated
 # EXISTS as an index probe per row.
-_EXISTING_PG = text("""
+_EXISTING_PG = prebuilt(text("""
 SELECT w.account FROM unnest(CAST(:accounts AS VARCHAR[])) AS w(account)
 JOIN LATERAL (SELECT 1 FROM accounts
               WHERE sdkappid = :app AND user_id = w.account LIMIT 1) AS a ON true
-""")
+"""))
 _EXISTING_SQLITE = text("""
 SELECT w.value FROM json_each(:accounts) AS w
 WHERE EXISTS (SELECT 1 FROM accounts WHERE sdkappid = :app AND user_id = w.value)
@@ -175,14 +175,32 @@ _GROUP_KEY = (groups.c.sdkappid == bindparam("app"), groups.c.group_id == bindpa
 _COUNT_MEMBERS = update(groups).where(*_GROUP_KEY).values(
     member_num=groups.c.member_num + bindparam("added")).returning(
     groups.c.member_num, groups.c.max_member_num)
-_GET_GROUP = select(groups).where(*_GROUP_KEY)
+# Reads are marked prebuilt (every value a bind parameter): on PostgreSQL they then run as
+# SQL compiled once, straight on the driver (see database.py).
+_GET_GROUP = prebuilt(select(groups).where(*_GROUP_KEY))
+_GET_GROUPS = prebuilt(select(groups).where(
+    groups.c.sdkappid == bindparam("app"),
+    groups.c.group_id.in_(bindparam("grps", expanding=True))))
 # Built once: building a statement from column expressions costs more than running it.
-_MEMBER_ROLES = select(group_members.c.member, group_members.c.role).where(
+_MEMBER_ROLES = prebuilt(select(group_members.c.member, group_members.c.role).where(
     group_members.c.sdkappid == bindparam("app"), group_members.c.group_id == bindparam("grp"),
-    group_members.c.member.in_(bindparam("accounts", expanding=True)))
-_PROFILES = select(accounts.c.user_id, accounts.c.nick, accounts.c.face_url).where(
+    group_members.c.member.in_(bindparam("accounts", expanding=True))))
+_PROFILES = prebuilt(select(accounts.c.user_id, accounts.c.nick, accounts.c.face_url).where(
     accounts.c.sdkappid == bindparam("app"),
-    accounts.c.user_id.in_(bindparam("accounts", expanding=True)))
+    accounts.c.user_id.in_(bindparam("accounts", expanding=True))))
+_GET_APP = prebuilt(select(apps).where(apps.c.sdkappid == bindparam("app")))
+_LIST_APPS = prebuilt(select(apps).order_by(apps.c.sdkappid))
+
+
+@functools.cache
+def _list_groups_stmts(typed: bool) -> tuple[Any, Any]:
+    """list_groups' count and page statements, with or without the type filter."""
+    where = [groups.c.sdkappid == bindparam("app")]
+    if typed:
+        where.append(groups.c.type == bindparam("type"))
+    page = select(groups.c.group_id).where(*where).order_by(groups.c.group_id) \
+        .limit(bindparam("limit")).offset(bindparam("offset"))
+    return prebuilt(select(func.count()).where(*where)), prebuilt(page)
 
 
 @functools.cache
@@ -203,7 +221,7 @@ def _members_stmt(roles: bool, after: bool, limit: bool, offset: bool) -> Any:
         stmt = stmt.limit(bindparam("limit"))
     if offset:
         stmt = stmt.offset(bindparam("offset"))
-    return stmt
+    return prebuilt(stmt)
 _encode_json = msgspec.json.Encoder().encode
 
 
@@ -230,12 +248,12 @@ class SqlStore:
 
     async def get_app(self, sdkappid: int) -> App | None:
         async with self.db.read() as conn:
-            row = (await conn.execute(select(apps).where(apps.c.sdkappid == sdkappid))).first()
+            row = (await conn.execute(_GET_APP, {"app": sdkappid})).first()
         return None if row is None else _app_from_row(row)
 
     async def list_apps(self) -> list[App]:
         async with self.db.read() as conn:
-            rows = (await conn.execute(select(apps).order_by(apps.c.sdkappid))).all()
+            rows = (await conn.execute(_LIST_APPS)).all()
         return [_app_from_row(row) for row in rows]
 
     # --- accounts ---------------------------------------------------------------------
@@ -347,11 +365,8 @@ class SqlStore:
             if len(group_ids) == 1:  # every per-group command: a prebuilt statement
                 rows = await conn.execute(_GET_GROUP, {"app": sdkappid, "grp": group_ids[0]})
                 return {row.group_id: _group_from_row(row) for row in rows}
-            rows = await conn.execute(
-                select(groups).where(
-                    groups.c.sdkappid == sdkappid, groups.c.group_id.in_(set(group_ids))
-                )
-            )
+            rows = await conn.execute(_GET_GROUPS, {"app": sdkappid,
+                                                    "grps": list(set(group_ids))})
             return {row.group_id: _group_from_row(row) for row in rows}
 
     async def destroy_group(self, sdkappid: int, group_id: str) -> bool:
@@ -367,15 +382,12 @@ class SqlStore:
 
     async def list_groups(self, sdkappid: int, *, limit: int, offset: int,
                           group_type: GroupType | None) -> GroupPage:
-        where = [groups.c.sdkappid == sdkappid]
-        if group_type is not None:
-            where.append(groups.c.type == group_type.value)
+        count, page = _list_groups_stmts(group_type is not None)
+        params = {"app": sdkappid, "type": None if group_type is None else group_type.value,
+                  "limit": limit, "offset": offset}
         async with self.db.read() as conn:
-            total = (await conn.execute(select(func.count()).where(*where))).scalar_one()
-            ids = list((await conn.execute(
-                select(groups.c.group_id).where(*where).order_by(groups.c.group_id)
-                .limit(limit).offset(offset)
-            )).scalars())
+            total = (await conn.execute(count, params)).scalar_one()
+            ids = list((await conn.execute(page, params)).scalars())
         following = offset + len(ids)
         return GroupPage(ids, total, following if following < total else 0)
 
