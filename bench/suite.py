@@ -312,25 +312,28 @@ class Processes:
 
     def stop_one(self, proc: subprocess.Popen[Any]) -> None:
         if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
+            killpg(proc, signal.SIGTERM)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            killpg(proc, signal.SIGKILL)
             proc.wait(timeout=5)
         if proc.stdout is not None:
             proc.stdout.close()
 
     def stop(self) -> None:
-        for proc in reversed(self.started):
+        for proc in reversed(self.started):  # all told first: they stop in parallel
             if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
+                killpg(proc, signal.SIGTERM)
         for proc in reversed(self.started):
             self.stop_one(proc)
         self.started.clear()
+
+
+def killpg(proc: subprocess.Popen[Any], sig: int) -> None:
+    """Signal a child's whole process group (it may have exited already)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
 
 
 def run(argv: list[str], timeout: float) -> str:
@@ -341,13 +344,11 @@ def run(argv: list[str], timeout: float) -> str:
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException as exc:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
+        killpg(proc, signal.SIGINT)
         try:
             proc.communicate(timeout=15)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            killpg(proc, signal.SIGKILL)
             proc.communicate()
         if isinstance(exc, subprocess.TimeoutExpired):
             raise BenchError(f"timed out after {timeout:.0f} s: {' '.join(argv)}") from None

@@ -181,7 +181,6 @@ _GET_GROUP = prebuilt(select(groups).where(*_GROUP_KEY))
 _GET_GROUPS = prebuilt(select(groups).where(
     groups.c.sdkappid == bindparam("app"),
     groups.c.group_id.in_(bindparam("grps", expanding=True))))
-# Built once: building a statement from column expressions costs more than running it.
 _MEMBER_ROLES = prebuilt(select(group_members.c.member, group_members.c.role).where(
     group_members.c.sdkappid == bindparam("app"), group_members.c.group_id == bindparam("grp"),
     group_members.c.member.in_(bindparam("accounts", expanding=True))))
@@ -423,8 +422,7 @@ class SqlStore:
     async def _lock_group(self, conn: AsyncConnection, sdkappid: int, group_id: str) -> Group:
         row = (await conn.execute(self._lock_stmt, {"app": sdkappid, "grp": group_id})).first()
         if row is None:
-            raise errors.GroupNotFound(f"group {group_id!r} does not exist or has been "
-                                       "dismissed")
+            raise _gone(group_id)
         return _group_from_row(row)
 
     async def add_members(self, sdkappid: int, group_id: str,
@@ -443,8 +441,7 @@ class SqlStore:
         async with self.db.write() as conn:
             row = (await conn.execute(_GET_GROUP, key)).first()
             if row is None:
-                raise errors.GroupNotFound(f"group {group_id!r} does not exist or has been "
-                                           "dismissed")
+                raise _gone(group_id)
             group = _group_from_row(row)
             members = prepare(group)
             if not members.accounts:
@@ -470,8 +467,7 @@ class SqlStore:
             counted = (await conn.execute(
                 _COUNT_MEMBERS, {**key, "added": len(inserted)})).first()
             if counted is None:  # dismissed while we inserted
-                raise errors.GroupNotFound(f"group {group_id!r} does not exist or has been "
-                                           "dismissed")
+                raise _gone(group_id)
             added = [members.accounts[i] for i in take if members.accounts[i] in inserted]
             cap = counted.max_member_num
             if cap is not None and counted.member_num > cap:
@@ -622,6 +618,10 @@ class SqlStore:
 
 class _NotAMember(Exception):
     """Rolls back append_message when the sender must be, and is not, a member."""
+
+
+def _gone(group_id: str) -> errors.GroupNotFound:
+    return errors.GroupNotFound(f"group {group_id!r} does not exist or has been dismissed")
 
 
 def _group_key(sdkappid: int, group_id: str) -> tuple[Any, Any]:
