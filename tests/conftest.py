@@ -217,12 +217,20 @@ class LiveServer(Server):
 
 
 @contextlib.asynccontextmanager
-async def serve_asgi(asgi, lifespan: str = "off") -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
-    """Serve any ASGI app on a free loopback port; yields its base URL."""
+async def serve_asgi(asgi, lifespan: str = "off", settings: Settings | None = None  # type: ignore[no-untyped-def]
+                     ) -> AsyncIterator[str]:
+    """Serve any ASGI app on a free loopback port; yields its base URL.
+
+    With ``settings`` (an OpenTIM server), uvicorn is configured as ``opentim serve`` does.
+    """
     import uvicorn
 
-    uv = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=0, lifespan=lifespan,
-                                       log_level="warning"))
+    from opentim.serving import uvicorn_config
+
+    config = uvicorn.Config(asgi, host="127.0.0.1", port=0, lifespan=lifespan,
+                            log_level="warning") if settings is None else \
+        uvicorn_config(asgi, settings, port=0, lifespan=lifespan, log_level="warning")
+    uv = uvicorn.Server(config)
     task = asyncio.create_task(uv.serve())
     while not uv.started:
         if task.done():
@@ -260,7 +268,7 @@ async def live_server(db_url: str, presence: str, *, shared_prefix: str | None =
         clock=clock, **options)
     asgi = create_app(runtime=runtime)
     try:
-        async with serve_asgi(asgi, lifespan="on") as url:
+        async with serve_asgi(asgi, lifespan="on", settings=runtime.settings) as url:
             srv = LiveServer(runtime, asgi, clock, url=url)
             runtime.events.subscribe(srv.events.append)
             yield srv

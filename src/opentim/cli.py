@@ -72,13 +72,12 @@ def serve(
     import uvicorn
 
     from opentim.app import create_app
+    from opentim.serving import uvicorn_config
 
     settings = Settings(db=db, redis=redis, host=host, port=port,
                         heartbeat_timeout=heartbeat_timeout)
     asyncio.run(_with_store(db, lambda store: _bootstrap(store, host, port)))
-    # No access log: request URLs carry UserSigs, which must not end up in log files.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                lifespan="on", access_log=False)
+    uvicorn.Server(uvicorn_config(create_app(settings), settings, log_level=log_level)).run()
 
 
 async def _bootstrap(store: SqlStore, host: str, port: int) -> None:

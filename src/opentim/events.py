@@ -108,8 +108,19 @@ class ConnectionStateChanged:
     origin: Origin = REST
 
 
+@dataclass(frozen=True, slots=True)
+class AccountsDeleted:
+    """``account_delete`` removed these accounts: their connections, in every process,
+    are closed and their online-list entries go (the gateway handles this)."""
+
+    sdkappid: int
+    accounts: tuple[str, ...]
+    event_time_ms: int
+    origin: Origin = REST
+
+
 Event = (MembersJoined | MembersExited | GroupDestroyed | MemberStateChanged | MarksChanged
-         | ConnectionStateChanged)
+         | ConnectionStateChanged | AccountsDeleted)
 Subscriber = Callable[[Event], Awaitable[None] | None]
 
 

@@ -22,6 +22,10 @@ class Settings:
     heartbeat_timeout: float = 30.0
     # A gateway client with more pushed bytes than this unread is closed (4010).
     push_backlog_bytes: int = 1 << 20
+    # Largest gateway frame a client may send, measured after decompression.
+    max_frame_bytes: int = 128 << 10
+    # permessage-deflate on the gateway (off by default: see docs/client-protocol.md).
+    ws_compression: bool = False
     # How long mark 500 (and robots) keep a member listed without a connection.
     mark500_ttl: float = 3 * 86400.0
     # How often the in-process presence store looks for lapsed marks 500 (offline events).
