@@ -12,13 +12,14 @@ writes the same rows straight into the same tables, twice: with the driver's exe
 prints members/s and the ratio endpoint / fastest bulk.
 
 Accounts are seeded straight into the database beforehand (not timed). PostgreSQL runs in
-a database of its own, ``opentim_bench_import_<pid>`` on the server of ``--pg-url``, dropped
-afterwards. The rows written are the current ``group_members`` columns
-(src/opentim/storage/schema.py; migration 0002 dropped ``unread_msg_num``). Every phase has
-a time limit (``--timeout``). SIGINT and SIGTERM stop the run: the server it started is
-stopped and the scratch database dropped. With ``OPENTIM_REQUIRE_SERVICES=1`` an unreachable
-PostgreSQL is a failure, not a skip. The last line, ``BENCH [...]``, repeats the table as
-JSON for bench/suite.py.
+the database of ``--pg-url`` (default: OPENTIM_BENCH_POSTGRES_URL, else
+``…/opentim_bench``), which this script creates, marks as its own and drops afterwards; it
+refuses an existing database that is not a dead bench run's (bench/scratch.py). The rows
+written are the current ``group_members`` columns (src/opentim/storage/schema.py; migration
+0002 dropped ``unread_msg_num``). Every phase has a time limit (``--timeout``). SIGINT and
+SIGTERM stop the run: the server it started is stopped and the scratch database dropped.
+With ``OPENTIM_REQUIRE_SERVICES=1`` an unreachable PostgreSQL is a failure, not a skip. The
+last line, ``BENCH [...]``, repeats the table as JSON for bench/suite.py.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from urllib.parse import urlencode
 import asyncpg
 import httpx
 import msgspec
+import scratch
 from TLSSigAPIv2 import TLSSigAPIv2
 
 OPENTIM = Path(sys.executable).with_name("opentim")
@@ -163,20 +165,15 @@ class Sqlite(Backend):
 class Postgres(Backend):
     name = "postgresql"
 
-    def __init__(self, admin_url: str, database: str) -> None:
-        self.admin_url = admin_url
-        self.database = database
-        base = admin_url.rsplit("/", 1)[0]
-        self.url = f"{base}/{database}"
+    def __init__(self, url: str) -> None:
+        self.url = url
         self._conn: asyncpg.Connection | None = None
+        self.created = False
 
     async def create(self) -> None:
-        admin = await asyncpg.connect(self.admin_url, timeout=5)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}"')
-            await admin.execute(f'CREATE DATABASE "{self.database}"')
-        finally:
-            await admin.close()
+        """Create the database, marked as this run's (scratch.Refused if it is not ours)."""
+        await scratch.create_pg(self.url)
+        self.created = True
 
     async def conn(self) -> asyncpg.Connection:
         if self._conn is None:
@@ -219,12 +216,11 @@ class Postgres(Backend):
             self._conn = None
 
     async def drop(self) -> None:
+        """Drop the database if it still carries this run's mark."""
         await self.close()
-        admin = await asyncpg.connect(self.admin_url, timeout=5)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        if self.created and not await scratch.drop_pg(self.url):
+            print(f"PostgreSQL {scratch.pg_describe(self.url)} no longer carries this run's "
+                  "mark: left alone", file=sys.stderr)
 
 
 # --- the server and its clients -----------------------------------------------------------
@@ -401,10 +397,9 @@ async def measure() -> int:
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="seconds allowed for each phase")
     parser.add_argument("--pg-url", default=os.environ.get(
-        "OPENTIM_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="a PostgreSQL URL to create the bench database from")
-    parser.add_argument("--pg-database", default=f"opentim_bench_import_{os.getpid()}",
-                        help="scratch database (created, then dropped; default per run)")
+        "OPENTIM_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/opentim_bench"),
+        help="the database to create, mark as this run's and drop (refused if it exists "
+             "and is not a dead bench run's); env OPENTIM_BENCH_POSTGRES_URL")
     args = parser.parse_args()
     members = args.members or (20_000 if args.quick else 1_000_000)
     scenarios = ["one group", "many groups"] if args.scenario == "both" else [args.scenario]
@@ -417,7 +412,10 @@ async def measure() -> int:
             rows += await run_backend(Sqlite(workdir), members, args.clients, args.timeout,
                                       workdir, scenarios)
         if args.db in ("postgresql", "both"):
-            pg = Postgres(args.pg_url, args.pg_database)
+            pg = Postgres(args.pg_url)
+            print(f"import_members: PostgreSQL: {scratch.pg_describe(pg.url)} "
+                  f"({scratch.shown(pg.url)}): created and marked by this run, dropped at "
+                  "its end", flush=True)
             try:
                 await pg.create()
             except (OSError, asyncpg.PostgresError) as exc:

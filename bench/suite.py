@@ -4,22 +4,28 @@ Run it through ``bench/run`` (``--quick`` for the CI smoke version). Every serve
 to core 0 and every load generator (wrk, bench/clients.py) to core 1. Five phases, each
 stopping what it started before the next begins:
 
-1. REST on SQLite and PostgreSQL (a scratch database of its own, when reachable): the
-   calls under wrk against the bare ASGI app of bench/bare.py answering the same bytes.
-2. Presence on the memory and the Redis backend (a Redis database of its own, when
-   reachable): 1,000 members held online through real gateway connections, then
-   get_members, get_online_member_num and modify_user_info under wrk, gateway churn,
-   webhook latency and delivery; baselines: bare ASGI (same bytes, or re-encoding the same
+1. REST on SQLite and PostgreSQL (the database of --pg-url, which the run creates and
+   drops, when reachable): the calls under wrk against the bare ASGI app of bench/bare.py
+   answering the same bytes.
+2. Presence on the memory and the Redis backend (the database of --redis-url, claimed
+   only if empty, when reachable): 1,000 members held online through real gateway
+   connections, then get_members, get_online_member_num and modify_user_info under wrk,
+   gateway churn, webhook latency and delivery (counters read from the server's metrics
+   listener, --metrics-port); baselines: bare ASGI (same bytes, or re-encoding the same
    document), raw Redis doing the same writes, a bare WebSocket echo, a bare receiver.
-3. Idle gateway connections: server memory per connection against a bare WebSocket app.
-4. The presence store in process: memory per member and page latency at 100k members.
+3. Idle gateway connections (10k; 1k quick): server memory per connection against a bare
+   WebSocket app.
+4. The presence store in process: memory per member and page latency at 100k members (10k
+   quick).
 5. bench/import_members.py (``--quick`` in quick mode): import_group_member against the
    databases' bulk paths.
 
-It prints one table, a targets summary and the import script's own table, writes a copy to
-bench/results/, and stops everything it started, on errors and signals too. Any failed
-request, wrong answer body, dead server, dropped connection or failing step makes it exit
-non-zero; a missed performance target does not (the machine is shared and noisy).
+It first prints which PostgreSQL and Redis databases it will write to (bench/scratch.py
+takes only what is provably its own). Then it prints one table, a targets summary and the
+import script's own table, writes a copy to bench/results/, and stops everything it
+started, on errors and signals too. Any failed request, wrong answer body, dead server,
+dropped connection or failing step makes it exit non-zero; a missed performance target
+does not (the machine is shared and noisy).
 
 A scenario is one entry in SCENARIOS: a REST call with its data and baseline, or the name of
 a Suite method (``special``) measuring a row that is not one REST call.
@@ -52,6 +58,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+import scratch
 
 from opentim.protocol import usersig
 from opentim.protocol.ratelimit import RateLimiter
@@ -69,7 +76,10 @@ ADMIN = "administrator"
 APPS = {"off": 0, "high": 1_000_000, "hook": 0}
 LOG_LEVEL = "warning"  # `opentim serve` defaults to info
 PRESENCE = ("memory", "redis")
-REDIS_CLAIM = "opentim_bench_owner"  # marks the Redis database a run has taken
+# Where a run writes unless told otherwise (--pg-url, --redis-url): bench/scratch.py checks
+# that each is absent/empty or a dead bench run's before using it.
+PG_URL = "postgresql://postgres@127.0.0.1:5432/opentim_bench"
+REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 class BenchError(Exception):
@@ -205,13 +215,19 @@ SCENARIOS = [
              special="hook_latency", backends=("memory",)),
     Scenario("webhook delivery: Group.CallbackOnMemberStateChange to a local receiver",
              special="webhooks", setup=HOOK_SETUP, backends=("memory",)),
-    Scenario("10k idle gateway connections: server memory per connection", special="idle",
+    # {idle}, {store}: the sizes this run measures (Suite.idle_count, Suite.store_members).
+    Scenario("{idle} idle gateway connections: server memory per connection", special="idle",
              backends=("memory",)),
-    Scenario("100k online in one group: memory per member (store in process, no sockets)",
+    Scenario("{store} online in one group: memory per member (store in process, no sockets)",
              special="store_memory", backends=PRESENCE),
-    Scenario("100k online in one group: 500-row page latency (store in process)",
+    Scenario("{store} online in one group: 500-row page latency (store in process)",
              special="store_page", backends=PRESENCE),
 ]
+
+
+def count_label(n: int) -> str:
+    """10000 -> "10k"; a count that is not whole thousands is written out (1,500)."""
+    return f"{n // 1000:,}k" if n and n % 1000 == 0 else f"{n:,}"
 
 
 # --- processes --------------------------------------------------------------------------
@@ -223,10 +239,14 @@ def pinned(core: int) -> list[str]:
     return []
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(avoid: Sequence[int] = ()) -> int:
+    """A port free now on 127.0.0.1, other than ``avoid`` (ports already handed out)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 def raise_nofile() -> None:
@@ -271,8 +291,8 @@ class Processes:
     started: list[subprocess.Popen[Any]] = field(default_factory=list)
 
     def server(self, name: str, argv: list[str], log: Path, *, core: int = 0,
-               timeout: float = 60) -> Server:
-        port = free_port()
+               timeout: float = 60, avoid: Sequence[int] = ()) -> Server:
+        port = free_port(avoid)
         with log.open("wb") as out:
             proc = subprocess.Popen([*pinned(core), *argv, "--port", str(port)], cwd=ROOT,
                                     stdout=out, stderr=subprocess.STDOUT,
@@ -336,11 +356,13 @@ def killpg(proc: subprocess.Popen[Any], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
-def run(argv: list[str], timeout: float) -> str:
+def run(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> str:
     """Run a child to completion in its own process group; on timeout or interruption the
-    group gets SIGINT (time to clean up its own children), then SIGKILL."""
+    group gets SIGINT (time to clean up its own children), then SIGKILL. ``env``: added to
+    this process's environment."""
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            env={**os.environ, **env} if env else None)
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException as exc:
@@ -392,6 +414,7 @@ class Backend:
     keys: dict[str, str] = field(default_factory=dict)
     queries: dict[str, str] = field(default_factory=dict)  # app label -> query string
     server: Server | None = None
+    metrics_port: int = 0  # the server's /metrics listener (not on the API port)
 
     def create_apps(self, labels: dict[str, list[str]]) -> None:
         """One `opentim app create` per label (extra flags as given)."""
@@ -406,10 +429,19 @@ class Backend:
                                    f"&random=99999999&contenttype=json")
 
     def start(self, procs: Processes, log: Path) -> Server:
-        argv = [PY, "-m", "opentim", "serve", "--db", self.db_url, "--log-level", LOG_LEVEL]
+        # Every server gets its metrics listener, as deployments that scrape it run; the
+        # webhook rows read their counters from it.
+        self.metrics_port = free_port()
+        argv = [PY, "-m", "opentim", "serve", "--db", self.db_url, "--log-level", LOG_LEVEL,
+                "--metrics-port", str(self.metrics_port)]
         self.server = procs.server(f"OpenTIM ({self.name})",
-                                   argv + (["--redis", self.redis] if self.redis else []), log)
+                                   argv + (["--redis", self.redis] if self.redis else []), log,
+                                   avoid=[self.metrics_port])
         return self.server
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def url(self, call: Call) -> str:
         assert self.server is not None
@@ -429,78 +461,9 @@ class Backend:
                 "--key", self.keys[app]]
 
 
-def postgres_database(admin_url: str, name: str, *, drop: bool = False) -> str:
-    """Create (or drop) database ``name``; returns the server version."""
-    import asyncpg  # type: ignore[import-untyped]
-    from sqlalchemy.engine import make_url
-
-    url = make_url(admin_url)
-
-    async def work() -> str:
-        conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username,
-                                     password=url.password, database="postgres", timeout=3)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            if not drop:
-                await conn.execute(f'CREATE DATABASE "{name}"')
-            return str(await conn.fetchval("SHOW server_version"))
-        finally:
-            await conn.close()
-
-    return asyncio.run(asyncio.wait_for(work(), 15))
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clear_redis(client: Any) -> None:
-    """Unlink what OpenTIM servers and this suite left in a database this run owns."""
-    keys = [k for k in client.scan_iter(match="opentim*", count=1000)
-            if k != REDIS_CLAIM.encode()]
-    for i in range(0, len(keys), 1000):
-        client.unlink(*keys[i:i + 1000])
-
-
-def claim_redis(base_url: str) -> tuple[str, str]:
-    """Take a Redis database (15 down to 1) that is empty, or was left by a bench run that
-    died; returns its URL and the server version. Raises if Redis is unreachable."""
-    import redis
-
-    for db in range(15, 0, -1):
-        url = f"{base_url.rstrip('/')}/{db}"
-        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
-        try:
-            owner = client.get(REDIS_CLAIM)
-            if owner is not None and pid_alive(int(owner)):
-                continue
-            if owner is None and (client.dbsize() or not client.set(
-                    REDIS_CLAIM, os.getpid(), nx=True, ex=6 * 3600)):
-                continue
-            client.set(REDIS_CLAIM, os.getpid(), ex=6 * 3600)
-            clear_redis(client)
-            return url, "Redis " + str(client.info("server")["redis_version"])
-        finally:
-            client.close()
-    raise BenchError(f"no free Redis database (1-15) at {base_url}")
-
-
-def release_redis(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=10)
-    try:
-        clear_redis(client)
-        if client.get(REDIS_CLAIM) == str(os.getpid()).encode():
-            client.delete(REDIS_CLAIM)
-    finally:
-        client.close()
+def pg(work: Any) -> Any:
+    """Run one of scratch.py's PostgreSQL coroutines, bounded in time."""
+    return asyncio.run(asyncio.wait_for(work, 30))
 
 
 # --- load -------------------------------------------------------------------------------
@@ -622,6 +585,7 @@ class Row:
     kind: str = "rate"  # rate: higher is better; size: bytes per unit; latency: p50 in ms
     runs: list[tuple[Load, Load]] = field(default_factory=list)  # (measured, baseline)
     status: str = ""  # why there are no numbers, when there are none
+    label: str = ""  # the scenario's name with this run's sizes filled in
     same_cpu: bool = True  # False: the baseline's CPU is another process's (Redis)
 
 
@@ -636,10 +600,24 @@ class Suite:
         self.failures: list[str] = []
         self.notes: list[str] = []
         self.import_output = ""
-        self.pg_name = f"opentim_bench_{os.getpid()}"
-        self.pg_created = False
+        self.databases: list[str] = []  # what announce() printed, repeated in the report
+        self.pg_url = args.pg_url  # '' : no PostgreSQL
+        self.pg_version: str | None = None
+        self.pg_created = False  # the database exists now, made and marked by this run
         self.redis_url = ""  # the Redis database this run owns, once claimed
-        self.prefix = f"opentim_bench_{os.getpid()}"  # this run's own keys in it
+        self.prefix = f"opentim_bench_{os.getpid()}"  # bench/clients.py's own keys in it
+        quick = args.quick
+        self.idle_count = 1000 if quick else 10_000
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and hard < self.idle_count + 500:
+            self.idle_count = (hard - 500) // 1000 * 1000
+            self.note(f"idle connections: the open-file limit ({hard}) allows only "
+                      f"{self.idle_count:,}")
+        self.store_members = 10_000 if quick else 100_000
+        # Row labels carry the sizes actually measured (quick mode measures less).
+        for r in self.rows:
+            r.label = r.scenario.name.format(idle=count_label(self.idle_count),
+                                             store=count_label(self.store_members))
 
     def row(self, special: str, backend: str) -> Row:
         return next(r for r in self.rows
@@ -656,19 +634,90 @@ class Suite:
             if not r.runs and not r.status:
                 r.status = "FAILED"
 
+    def selected(self, *phases: str) -> bool:
+        return not self.args.only or any(p in self.args.only for p in phases)
+
+    def unreachable(self, what: str, url: str, exc: Exception) -> None:
+        reason = f"{what} not reachable at {scratch.shown(url)}: {exc!r}"
+        if os.environ.get("OPENTIM_REQUIRE_SERVICES") == "1":
+            raise BenchError(reason + " (OPENTIM_REQUIRE_SERVICES=1)") from None
+        self.note("skipped " + reason)
+
+    def announce(self) -> None:
+        """Say exactly which databases the run will write to, before it touches any."""
+        if not self.pg_url:
+            self.say("PostgreSQL: none (--pg-url '')")
+        elif not self.selected("rest", "imports"):
+            self.say("PostgreSQL: not used by these phases (--only)")
+        else:
+            users = [w for p, w in (("rest", "the REST phase"),
+                                    ("imports", "bench/import_members.py")) if self.selected(p)]
+            self.say(f"PostgreSQL: {scratch.pg_describe(self.pg_url)} "
+                     f"({scratch.shown(self.pg_url)}): created, marked as this run's and "
+                     f"dropped by {' and again by '.join(users)} "
+                     f"(refused if it exists and is not a dead bench run's)")
+        url = self.args.redis_url
+        if not url:
+            self.say("Redis: none (--redis-url '')")
+        elif not self.selected("presence", "store"):
+            self.say("Redis: not used by these phases (--only)")
+        else:
+            self.say(f"Redis: {scratch.redis_describe(url)} ({scratch.shown(url)}): taken only "
+                     f"if empty (claim key {scratch.CLAIM}); the servers write opentim:* keys "
+                     f"and publish on channel opentim:rooms (pub/sub is server-wide, not per "
+                     f"database), bench/clients.py writes {self.prefix}:*; those keys are "
+                     f"unlinked at the end (never FLUSHDB)")
+
+    def say(self, line: str) -> None:
+        self.databases.append(line)
+        print(f"bench: {line}", flush=True)
+
     def claim_redis(self) -> None:
-        if not self.args.redis:
+        url = self.args.redis_url
+        if not url or not self.selected("presence", "store"):
             return
         try:
-            self.redis_url, version = claim_redis(self.args.redis)
-            self.versions.append(version)
+            version, how = scratch.claim_redis(url, self.args.time_limit + 3600)
+        except scratch.Refused as exc:
+            raise BenchError(str(exc)) from None
         except Exception as exc:
-            reason = f"Redis not reachable at {self.args.redis}: {exc!r}"
-            if os.environ.get("OPENTIM_REQUIRE_SERVICES") == "1":
-                raise BenchError(reason + " (OPENTIM_REQUIRE_SERVICES=1)") from None
-            self.note("skipped " + reason)
+            self.unreachable("Redis", url, exc)
+            return
+        self.redis_url = url
+        self.versions.append(version)
+        self.say(f"Redis: claimed {scratch.redis_describe(url)} ({how})")
+
+    def create_postgres(self) -> str | None:
+        """The run's PostgreSQL database, made now; returns the server version."""
+        if not self.pg_url or not self.selected("rest"):
+            return None
+        try:
+            version = str(pg(scratch.create_pg(self.pg_url)))
+        except scratch.Refused as exc:
+            raise BenchError(str(exc)) from None
+        except Exception as exc:
+            self.unreachable("PostgreSQL", self.pg_url, exc)
+            return None
+        self.pg_created = True
+        self.say(f"PostgreSQL: created {scratch.pg_describe(self.pg_url)}")
+        return version
+
+    def drop_postgres(self) -> None:
+        if not self.pg_created:
+            return
+        self.pg_created = False
+        where = scratch.pg_describe(self.pg_url)
+        try:
+            dropped = pg(scratch.drop_pg(self.pg_url))
+        except Exception as exc:  # still marked as this run's: the next run takes it over
+            self.note(f"PostgreSQL {where}: could not drop it: {exc!r}")
+            return
+        if not dropped:
+            self.note(f"PostgreSQL {where} no longer carries this run's mark: left alone")
 
     def run(self) -> None:
+        self.announce()
+        self.pg_version = self.create_postgres()
         self.claim_redis()
         phases: list[tuple[Callable[[], None], Callable[[Row], bool]]] = [
             (self.phase_rest, lambda r: r.backend in ("sqlite", "postgresql")
@@ -685,7 +734,9 @@ class Suite:
                     if mine(r):
                         r.status = r.status or "not run (--only)"
                 continue
-            print(f"{phase.__name__}: {phase.__doc__}", flush=True)
+            doc = (phase.__doc__ or "").format(idle=count_label(self.idle_count),
+                                               store=count_label(self.store_members))
+            print(f"{phase.__name__}: {doc}", flush=True)
             try:
                 phase()
             except BenchError as exc:
@@ -695,12 +746,11 @@ class Suite:
 
     def stop(self) -> None:
         self.procs.stop()
-        if self.pg_created:
-            with contextlib.suppress(Exception):
-                postgres_database(self.args.postgres, self.pg_name, drop=True)
+        with contextlib.suppress(Exception):
+            self.drop_postgres()
         if self.redis_url:
             with contextlib.suppress(Exception):
-                release_redis(self.redis_url)
+                scratch.release_redis(self.redis_url)
 
     # --- REST rows under wrk ------------------------------------------------------------
 
@@ -820,7 +870,7 @@ class Suite:
                 else:
                     base, measured = loads if first is r.base else loads[::-1]
                     r.runs.append((measured, base))
-                    print(f"  round {n + 1}: {r.scenario.name[:60]} [{r.backend}]: "
+                    print(f"  round {n + 1}: {r.label[:60]} [{r.backend}]: "
                           f"{measured.value:,.2f} vs baseline {base.value:,.2f}", flush=True)
 
     def settle(self, servers: Sequence[Server]) -> None:
@@ -844,19 +894,9 @@ class Suite:
         """REST calls on SQLite and PostgreSQL"""
         backends = {"sqlite": Backend("sqlite", f"sqlite:///{self.tmp}/bench.db", 1400000100,
                                       version="SQLite " + sqlite3.sqlite_version)}
-        if self.args.postgres:
-            try:
-                version = postgres_database(self.args.postgres, self.pg_name)
-            except Exception as exc:
-                reason = f"PostgreSQL not reachable at {self.args.postgres}: {exc!r}"
-                if os.environ.get("OPENTIM_REQUIRE_SERVICES") == "1":
-                    raise BenchError(reason + " (OPENTIM_REQUIRE_SERVICES=1)") from None
-                self.note("skipped " + reason)
-            else:
-                self.pg_created = True
-                backends["postgresql"] = Backend(
-                    "postgresql", f"{self.args.postgres.rstrip('/')}/{self.pg_name}",
-                    1400000200, version="PostgreSQL " + version)
+        if self.pg_created:
+            backends["postgresql"] = Backend("postgresql", self.pg_url, 1400000200,
+                                             version=f"PostgreSQL {self.pg_version}")
         for row in self.rows:
             if row.backend == "postgresql" and "postgresql" not in backends:
                 row.status = "skipped: no postgresql"
@@ -869,9 +909,8 @@ class Suite:
                           for s in SCENARIOS if b.name in s.backends for c in s.setup))
         self.plan_calls(backends)
         self.measure([r for r in self.rows if r.backend in backends], self.args.rounds)
-        if self.pg_created:
-            postgres_database(self.args.postgres, self.pg_name, drop=True)
-            self.pg_created = False
+        self.procs.stop()  # the servers hold connections to the database
+        self.drop_postgres()
 
     # --- phase 2: presence, gateway and webhooks ----------------------------------------
 
@@ -923,7 +962,7 @@ class Suite:
         for r in last:
             if isinstance(r.target, WrkProbe) and r.target.busy:
                 busy = statistics.median(r.target.busy)
-                self.note(f"{r.scenario.name.split(';')[0]} [{r.backend}]: the server was busy "
+                self.note(f"{r.label.split(';')[0]} [{r.backend}]: the server was busy "
                           f"{busy:.0%} of the run (its CPU time ÷ wall time, drain included)")
         self.check_online(backends, holders, "after modify_user_info")
 
@@ -1013,7 +1052,11 @@ class Suite:
         server = b.server
 
         def metrics() -> dict[str, float]:
-            text = httpx.get(server.url + "/metrics", timeout=10, trust_env=False).text
+            answer = httpx.get(b.metrics_url, timeout=10, trust_env=False)
+            if answer.status_code != 200 or "opentim_webhook_queued " not in answer.text:
+                raise BenchError(f"{b.metrics_url} answered {answer.status_code}: "
+                                 f"{answer.text[:200]!r}")
+            text = answer.text
             found = {"sent": 0.0, "dropped": 0.0, "failed": 0.0, "retried": 0.0}
             for line in text.splitlines():
                 if line.startswith("opentim_webhook_deliveries_total{") and \
@@ -1060,13 +1103,9 @@ class Suite:
     # --- phase 3: idle connections -------------------------------------------------------
 
     def phase_idle(self) -> None:
-        """idle gateway connections: server memory"""
+        """{idle} idle gateway connections: server memory"""
         row = self.row("idle", "memory")
-        count = 1000 if self.args.quick else 10_000
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        if hard != resource.RLIM_INFINITY and hard < count + 500:
-            count = (hard - 500) // 1000 * 1000
-            self.note(f"idle connections: the open-file limit ({hard}) allows only {count:,}")
+        count = self.idle_count
         row.kind, row.unit = "size", "conn"
         row.base_label = f"bare uvicorn WebSocket echo, same {count:,} connections"
         b = Backend("idle", f"sqlite:///{self.tmp}/idle.db", 1400000500)
@@ -1110,8 +1149,8 @@ class Suite:
     # --- phase 4: the presence store at 100k members -------------------------------------
 
     def phase_store(self) -> None:
-        """the presence store in process: memory and page latency at 100k members"""
-        members = 10_000 if self.args.quick else 100_000
+        """the presence store in process: memory and page latency at {store} members"""
+        members = self.store_members
         calls = "200" if self.args.quick else "1000"
 
         def store(backend: str) -> Any:
@@ -1162,13 +1201,18 @@ class Suite:
     def phase_imports(self) -> None:
         """bench/import_members.py"""
         flags = ["--quick"] if self.args.quick else []
-        if self.args.postgres:
-            flags += ["--pg-url", f"{self.args.postgres.rstrip('/')}/postgres"]
+        # The same database as the REST phase (dropped by then), made and dropped again by
+        # import_members.py; passed in the environment so no password shows in argv.
+        env, shown = {}, ""
+        if self.pg_url:
+            env["OPENTIM_BENCH_POSTGRES_URL"] = self.pg_url
+            shown = f"OPENTIM_BENCH_POSTGRES_URL={scratch.shown(self.pg_url)} "
         else:
             flags += ["--db", "sqlite"]
         out = run([PY, str(BENCH / "import_members.py"), *flags],
-                  120 if self.args.quick else 3600)
-        self.import_output = f"$ python bench/import_members.py {' '.join(flags)}\n{out}"
+                  120 if self.args.quick else 3600, env)
+        self.import_output = (f"$ {shown}python bench/import_members.py {' '.join(flags)}\n"
+                              f"{out}")
         results = bench_line(out, "import_members.py")
         for row in self.rows:
             if row.scenario.special != "imports":
@@ -1220,7 +1264,7 @@ def render(rows: list[Row]) -> str:
     lines = [head, "|---|---|" + "---:|" * 4 + "---|" + "---:|" * 7]
     for r in rows:
         if not r.runs or r.status:
-            lines.append(f"| {r.scenario.name} | {r.backend} | {r.status or 'no result'} |"
+            lines.append(f"| {r.label} | {r.backend} | {r.status or 'no result'} |"
                          + " — |" * 11)
             continue
         ratios = [x.value / y.value for x, y in r.runs]
@@ -1236,7 +1280,7 @@ def render(rows: list[Row]) -> str:
             added = ("+" if diff >= 0 else "−") + dur(abs(diff))
         cpu = med(x.cpu_us - y.cpu_us if x.cpu_us is not None and y.cpu_us is not None
                   and r.same_cpu else None for x, y in r.runs)
-        row = [r.scenario.name, r.backend, *cells(r, [x for x, _ in r.runs]), r.base_label,
+        row = [r.label, r.backend, *cells(r, [x for x, _ in r.runs]), r.base_label,
                *cells(r, [y for _, y in r.runs]), f"{statistics.median(ratios):.2f}×{spread}",
                added, "—" if cpu is None else f"{cpu:+,.1f} µs"]
         lines.append("| " + " | ".join(row) + " |")
@@ -1248,7 +1292,7 @@ def targets(rows: list[Row]) -> list[str]:
     out = []
 
     def find(name: str, backend: str) -> Row | None:
-        return next((r for r in rows if r.scenario.name.startswith(name)
+        return next((r for r in rows if r.label.startswith(name)
                      and r.backend == backend and r.runs and not r.status), None)
 
     def verdict(ok: bool) -> str:
@@ -1324,17 +1368,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="alternating runs per presence/gateway pair (default 3)")
     p.add_argument("--seconds", type=int, help="duration of each run (default 5)")
     p.add_argument("--connections", type=int, default=64)
-    p.add_argument("--postgres", default=os.environ.get(
-        "OPENTIM_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432"),
-        help="server to create a scratch database on; '' to skip PostgreSQL")
-    p.add_argument("--redis", default=os.environ.get(
-        "OPENTIM_BENCH_REDIS", "redis://127.0.0.1:6379"),
-        help="server to take a free database (15 down to 1) on; '' to skip Redis")
+    p.add_argument("--pg-url", default=os.environ.get("OPENTIM_BENCH_POSTGRES_URL", PG_URL),
+                   help="the PostgreSQL database the run creates, marks as its own and "
+                        "drops (refused if it exists and is not a dead bench run's); env "
+                        f"OPENTIM_BENCH_POSTGRES_URL; default {PG_URL}; '' to skip PostgreSQL")
+    p.add_argument("--redis-url", default=os.environ.get("OPENTIM_BENCH_REDIS_URL", REDIS_URL),
+                   help="the Redis database (…/N) the run claims: refused unless empty or "
+                        "left by a dead bench run; env OPENTIM_BENCH_REDIS_URL; default "
+                        f"{REDIS_URL}; '' to skip Redis")
     p.add_argument("--only", type=lambda v: v.split(","), default=[],
                    help="run only these phases: rest,presence,idle,store,imports")
     p.add_argument("--time-limit", type=int, help="seconds before the whole run is stopped "
                    "as failed (default 600 quick, 3600 full)")
     args = p.parse_args(argv)
+    try:
+        if args.pg_url:
+            scratch.pg_name(args.pg_url)
+        if args.redis_url:
+            scratch.redis_describe(args.redis_url)
+    except ValueError as exc:
+        p.error(str(exc))
+    for old, new in (("OPENTIM_BENCH_POSTGRES", "OPENTIM_BENCH_POSTGRES_URL (the database's "
+                      "URL, e.g. …/opentim_bench)"), ("OPENTIM_BENCH_REDIS",
+                      "OPENTIM_BENCH_REDIS_URL (a database's URL, e.g. …/15)")):
+        if old in os.environ:  # a server URL once; silently ignoring it would mislead
+            p.error(f"{old} is no longer read: set {new}")
     args.rounds = args.rounds or (1 if args.quick else 5)
     args.presence_rounds = args.presence_rounds or (1 if args.quick else 3)
     args.seconds = args.seconds or (1 if args.quick else 5)
@@ -1371,6 +1429,7 @@ def main(argv: list[str]) -> int:
     report = "\n".join([
         f"OpenTIM bench ({mode}): `{' '.join(['bench/run', *argv])}`",
         f"machine: {machine(suite.versions, wrk_bin)}",
+        *(f"databases: {line}" for line in suite.databases),
         f"load: wrk -t1 -c{args.connections}; REST {args.rounds} round(s), presence "
         f"{args.presence_rounds} round(s), {args.seconds} s per run, medians; {pin}; server "
         f"log level {LOG_LEVEL}",

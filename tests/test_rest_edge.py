@@ -48,6 +48,12 @@ async def test_http_status_is_200_for_failures(server: Server, app: App) -> None
         ({"random": "x"}, 60002),
         ({"random": "4294967296"}, 60002),
         ({"random": "\u00b2"}, 60002),
+        # past int()'s 4300-digit limit: the Tencent code, never an internal error
+        ({"sdkappid": "1" * 5000}, 60006),
+        ({"sdkappid": "1" * 20}, 60006),
+        ({"sdkappid": "9" * 19}, 70020),
+        ({"random": "1" * 5000}, 60002),
+        ({"random": "1" * 11}, 60002),
     ],
 )
 async def test_query_parameter_errors(server: Server, app: App, params, code) -> None:
@@ -59,7 +65,7 @@ async def test_query_parameter_errors(server: Server, app: App, params, code) ->
 
 async def test_random_bounds_accepted(server: Server, app: App) -> None:
     async with server.client(app) as tim:
-        for random in ("0", "4294967295"):
+        for random in ("0", "4294967295", "0" * 30 + "4294967295"):
             reply = await tim.raw(PATH, json.dumps(BODY).encode(), random=random)
             assert reply["ErrorCode"] == 0
 
@@ -248,3 +254,102 @@ async def test_internal_errors_are_enveloped(tim, server: Server, monkeypatch) -
     reply = await tim.call("group_open_http_svc/get_group_info", {"GroupIdList": ["g1"]})
     assert reply["ErrorCode"] == 10002
     assert "disk on fire" not in reply["ErrorInfo"]
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("group_open_http_svc/modify_group_base_info", 10003),
+        ("group_open_avchatroom_http_svc/del_robots_x", 10003),
+        ("im_open_login_svc/kick", 60009),
+        ("openim/sendmsg", 60009),
+        ("openim/querystate", 60009),
+        ("group_open_attr_http_svc/get_group_attr", 60009),
+    ],
+)
+async def test_tencent_commands_opentim_lacks(tim, path: str, code: int) -> None:
+    reply = await tim.call(path, {})
+    assert reply["ErrorCode"] == code, reply
+    if path.endswith("_x"):  # not Tencent's: a typo, with a suggestion
+        assert reply["ErrorInfo"].startswith("unknown command 'del_robots_x'"), reply
+        assert "did you mean 'del_robots'?" in reply["ErrorInfo"]
+    else:
+        assert reply["ErrorInfo"].startswith(
+            f"{path} is a Tencent Cloud Chat command not implemented by OpenTIM "
+            "(see docs/rest-commands.md#coverage"), reply
+        assert "cloud.tencent.com" in reply["ErrorInfo"] or "trtc.io" in reply["ErrorInfo"]
+
+
+async def test_typos_stay_unknown(tim) -> None:
+    reply = await tim.call("group_open_http_svc/creat_group", {})
+    assert reply["ErrorCode"] == 10003
+    assert reply["ErrorInfo"] == ("unknown command 'creat_group' in service "
+                                  "'group_open_http_svc': did you mean 'create_group'?")
+    reply = await tim.call("openim/sendmgs", {})
+    assert (reply["ErrorCode"], reply["ErrorInfo"]) == (
+        60009, "unknown command 'sendmgs' in service 'openim': did you mean 'sendmsg'?")
+    reply = await tim.call("group_open_htp_svc/create_group", {})
+    assert (reply["ErrorCode"], reply["ErrorInfo"]) == (
+        60009, "unknown service 'group_open_htp_svc': did you mean 'group_open_http_svc'?")
+    reply = await tim.call("zzz/" + "y" * 500, {})
+    assert (reply["ErrorCode"], reply["ErrorInfo"]) == (60009, "unknown service 'zzz'")
+    reply = await tim.call("openim/" + "y" * 500, {})
+    assert reply["ErrorCode"] == 60009 and len(reply["ErrorInfo"]) < 120, reply
+
+
+def test_every_registered_command_is_a_tencent_command() -> None:
+    from opentim.protocol import dispatch, tencent_commands
+
+    dispatch.load_services()
+    assert [key for key in dispatch.COMMANDS if tencent_commands.doc_page(*key) is None] == []
+
+
+def test_coverage_table_lists_every_tencent_command() -> None:
+    from pathlib import Path
+
+    from opentim.protocol import dispatch, tencent_commands
+
+    dispatch.load_services()
+    doc = (Path(__file__).parents[1] / "docs" / "rest-commands.md").read_text()
+    coverage = doc[doc.index("\n## Coverage"):]
+    missing = [f"{svc}/{cmd}" for svc, commands in tencent_commands.COMMANDS.items()
+               for cmd in commands if f"`{cmd}`" not in coverage or f"`{svc}`" not in coverage]
+    assert missing == []
+    for svc, cmd in dispatch.COMMANDS:
+        assert f"| `{cmd}` | yes" in coverage, (svc, cmd)
+
+
+async def test_error_texts_say_what_to_do(server: Server, app: App) -> None:
+    signer = TLSSigAPIv2(app.sdkappid, app.secret_key)
+    expired = signer.gen_sig("administrator", expire=100)  # made now (real time), 100 s
+    server.clock.advance(1000)
+    async with server.client(app, usersig=expired) as tim:
+        reply = await tim.call(PATH, BODY)
+    assert reply["ErrorCode"] == 70001
+    assert reply["ErrorInfo"].startswith("UserSig expired at 20"), reply
+    assert reply["ErrorInfo"].endswith("Z (TLS.time + TLS.expire): generate a new UserSig")
+    for sig in ("eJyrVgrxCdYrSy1SslIy0jNQ0gHzM1NS80oy0zLBwo", "not-a-sig!"):
+        async with server.client(app, usersig=sig) as tim:
+            reply = await tim.call(PATH, BODY)
+        assert reply["ErrorCode"] == 70003
+        assert reply["ErrorInfo"].startswith(
+            "UserSig is not a valid UserSig: it is not base64"), reply
+        assert "padding" not in reply["ErrorInfo"] and "Error" not in reply["ErrorInfo"]
+    not_zlib = base64.b64encode(b"plain bytes").decode().replace("=", "_")
+    async with server.client(app, usersig=not_zlib) as tim:
+        reply = await tim.call(PATH, BODY)
+    assert (reply["ErrorCode"], reply["ErrorInfo"].split(".")[0]) == (
+        70003, "UserSig is not a valid UserSig: its base64 does not hold a zlib stream")
+    async with server.client(app) as tim:
+        reply = await tim.raw(PATH, json.dumps(BODY).encode(), sdkappid="999")
+    assert reply["ErrorCode"] == 70020
+    assert "`opentim app create --sdkappid 999`" in reply["ErrorInfo"], reply
+
+
+async def test_a_sig_nested_deep_inside_is_undecodable(server: Server, app: App) -> None:
+    # 4 KB inflated, 65 bytes on the wire: the JSON decoder hits the recursion limit.
+    doc = b'{"x":' + b"[" * 2000 + b"]" * 2000 + b"}"
+    sig = base64.b64encode(zlib.compress(doc)).decode()
+    sig = sig.replace("+", "*").replace("/", "-").replace("=", "_")
+    async with server.client(app, usersig=sig) as tim:
+        assert (await tim.call(PATH, BODY))["ErrorCode"] == 70003

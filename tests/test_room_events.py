@@ -92,6 +92,8 @@ async def test_changes_made_through_one_process_reach_connections_of_another(pai
         group_id = await create_group(tim_a, "AVChatRoom", Owner_Account="host")
         async with a.connect(app, "host") as host:
             await host.join_group(group_id)
+            # the joining connection is in the room when its join is announced
+            assert (await next_event(host, "members_changed"))["Online"] == ["host"]
             async with b.connect(app, "guest") as guest:
                 await guest.join_group(group_id)
                 assert (await next_event(host, "members_changed"))["Online"] == ["guest"]
@@ -168,7 +170,7 @@ async def test_a_client_that_does_not_read_its_pushes_is_closed(presence_backend
     # A backlog limit of 1 byte: a second frame queued before the first is written is
     # "too much unread", which a real client reaches by not reading for a long time.
     async with live_server(f"sqlite:///{tmp_path}/slow.db", presence_backend,
-                           push_backlog_bytes=1) as live:
+                           push_backlog_bytes=1, metrics_port=0) as live:
         app = await live.new_app(rate_limit=0)
         async with live.client(app) as tim:
             await import_accounts(tim, "host", "guest", "late")
@@ -188,6 +190,6 @@ async def test_a_client_that_does_not_read_its_pushes_is_closed(presence_backend
                                          for r in (await members(tim, group_id))[0]]:
                             await asyncio.sleep(0.05)
         async with httpx.AsyncClient() as http:
-            text = (await http.get(f"{live.url}/metrics")).text
+            text = (await http.get(f"{live.asgi.state.metrics_url}/metrics")).text
         closed = re.search(r"^opentim_gateway_slow_clients_closed_total (\d+)$", text, re.M)
         assert closed and int(closed.group(1)) >= 1, text

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
+import logging
+import os
 import secrets
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +23,8 @@ from typing import Any
 
 import httpx
 import msgspec
+import pytest
+from TLSSigAPIv2 import TLSSigAPIv2
 
 from opentim.client.rest import RestClient
 from opentim.domain.apps import App
@@ -68,7 +73,9 @@ async def opentim_cli(*args: str) -> str:
     return out.decode()
 
 
-async def test_marks_come_back_when_the_member_reconnects(live: LiveServer) -> None:
+async def test_marks_come_back_when_the_member_reconnects(
+        live: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # no secret at any level
     key = secrets.token_hex(32)
     desired: dict[str, dict[str, list[int]]] = {}
     receiver = example.create_receiver(opentim_url=live.url, sdkappid=SDKAPPID,
@@ -118,12 +125,28 @@ async def test_marks_come_back_when_the_member_reconnects(live: LiveServer) -> N
                     assert reapplier.counts == {"applied": 2}
                     assert await marked(tim, group_id) == ["alice"]
             await settle(live, reapplier)  # before the receiver goes away
-            async with httpx.AsyncClient() as http:
-                metrics = (await http.get(f"{live.url}/metrics")).text
+            # (the `live` fixture has no metrics listener: one on a free port, as
+            # `opentim serve --metrics-port 0` would start)
+            from opentim.app import metrics_app
+            from opentim.serving import metrics_listener
+            from opentim.startup import listen_socket
+
+            async with metrics_listener(metrics_app(live.asgi.state), live.runtime.settings,
+                                        listen_socket("127.0.0.1", 0)) as metrics_url, \
+                    httpx.AsyncClient() as http:
+                metrics = (await http.get(f"{metrics_url}/metrics")).text
             assert f'{{sdkappid="{SDKAPPID}",outcome="sent"}}' in metrics
             assert f'{{sdkappid="{SDKAPPID}",outcome="failed"}}' not in metrics  # none refused
         finally:
             await reapplier.aclose()
+    admin_sig = reapplier.sig.get()
+    logged = [(r.name, logging.Formatter().format(r)) for r in caplog.records]
+    assert any("marks re-applied" in line for _, line in logged)  # the receiver did log
+    assert [line for _, line in logged if admin_sig in line] == []
+    # The test's own gateway client (websockets.client, through opentim.client) logs its
+    # handshake, members' sigs included, at DEBUG: that is not the receiver's doing.
+    assert [line for name, line in logged
+            if "usersig=" in line.lower() and name != "websockets.client"] == []
 
 
 async def settle(live: LiveServer, reapplier: Any) -> None:
@@ -262,3 +285,58 @@ async def test_answers_before_the_rest_call_and_ignores_the_rest() -> None:
 
 async def _at_least_calls(fake: FakeOpenTim, n: int) -> bool:
     return len(fake.calls) >= n
+
+
+# --- the receiver as a program: what it writes to its log --------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_the_program_logs_no_usersig_and_no_sign(live: LiveServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``python reapply_marks.py`` as its docstring runs it, at its own log level (INFO):
+    a signed callback comes in, the REST call goes out, and neither the admin's UserSig
+    nor the callback's Sign appears in what it prints."""
+    app = await live.new_app(rate_limit=0)
+    async with live.client(app) as tim:
+        await import_accounts(tim, "alice")
+        group_id = await create_group(tim, "AVChatRoom")
+    admin_sig = TLSSigAPIv2(app.sdkappid, app.secret_key).gen_sig("administrator")
+    marks = tmp_path / "marks.json"
+    marks.write_text(msgspec.json.encode({group_id: {"alice": [1000]}}).decode())
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLE), "--marks-file", str(marks), "--port", str(port),
+        env={**os.environ, "OPENTIM_URL": live.url, "OPENTIM_SDKAPPID": str(app.sdkappid),
+             "OPENTIM_ADMIN_USERSIG": admin_sig, "OPENTIM_CALLBACK_TOKEN": TOKEN},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        now = int(time.time())
+        params = {**query(sdkappid=app.sdkappid, request_time=now), "SdkAppid": app.sdkappid}
+        body = {**ONLINE, "GroupId": group_id}
+        async with httpx.AsyncClient() as http:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    response = await http.post(f"http://127.0.0.1:{port}/im-callback",
+                                               params=params, json=body)
+                    break
+                except httpx.ConnectError:
+                    assert time.monotonic() < deadline, "the receiver did not start"
+                    await asyncio.sleep(0.1)
+        assert response.status_code == 200
+        # alice is not online: modify_user_info answers 10004, and the receiver logs it.
+        output = b""
+        async with asyncio.timeout(30):
+            while b"could not re-apply marks" not in output:
+                output += await proc.stdout.readline()  # type: ignore[union-attr]
+    finally:
+        proc.terminate()
+        rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+    printed = (output + rest).decode()
+    assert "10004" in printed
+    for secret in (admin_sig, "usersig=", params["Sign"], "Sign="):
+        assert secret not in printed, (secret, printed)

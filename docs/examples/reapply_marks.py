@@ -23,6 +23,11 @@ Run it (``pip install starlette uvicorn httpx tls-sig-api-v2``)::
 
 It works unchanged against Tencent Cloud Chat: point ``OPENTIM_URL`` at your region's REST
 domain and the console's callback URL at this receiver.
+
+It logs no secret at any level: REST URLs carry the admin's UserSig (a long-lived REST
+credential), so httpx's request log (INFO) and httpcore's traces are raised to WARNING
+(:func:`quiet_http_logs`), errors are described without their text (httpx puts the URL in
+it), and uvicorn's access log, which would show each callback's ``Sign``, is off.
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ ATTEMPTS = 3
 # (typically 10004 "none of the accounts is online": the member left again) is final.
 RETRYABLE_CODES = {60007, 60011, 10002, 10006, 70169, 70202}
 SIG_LIFETIME = 7 * 86400
+# Loggers that would write request URLs, and so the UserSig, into the log.
+URL_LOGGERS = ("httpx", "httpcore")
 
 
 def verify(query: Mapping[str, str], *, sdkappid: int, token: str | None,
@@ -83,11 +90,27 @@ def verify(query: Mapping[str, str], *, sdkappid: int, token: str | None,
     if not request_time.isdigit() or not sign:
         return "Sign or RequestTime missing"
     if abs(now - int(request_time)) > MAX_REQUEST_AGE:
-        return f"RequestTime {request_time} is more than {MAX_REQUEST_AGE} s off"
+        return f"RequestTime is more than {MAX_REQUEST_AGE} s off"
     expected = hashlib.sha256(f"{token}{request_time}".encode()).hexdigest()
     if not hmac.compare_digest(expected, sign.lower()):
         return "Sign does not match"
     return None
+
+
+def quiet_http_logs() -> None:
+    """Keep httpx (INFO: every request URL) and httpcore (DEBUG traces) below WARNING."""
+    for name in URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
+def describe(exc: Exception) -> str:
+    """What went wrong with a REST call, for the log: never ``str(exc)``, whose text
+    httpx makes from the request URL (with the UserSig) for status errors."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    return type(exc).__name__
 
 
 class AdminSig:
@@ -167,7 +190,7 @@ class MarkReapplier:
             try:
                 reply = await self._call(MODIFY_USER_INFO, body)
             except (httpx.HTTPError, ValueError) as exc:
-                problem = f"{type(exc).__name__}: {exc}"  # never log the URL: it has the sig
+                problem = describe(exc)
                 continue
             code = reply.get("ErrorCode")
             if code == 0:
@@ -230,6 +253,7 @@ def create_receiver(*, opentim_url: str, sdkappid: int, desired: Desired,
     ``desired`` is used as given (not copied): change it to change what gets re-applied.
     ``transport`` replaces the network for the REST calls (e.g. ``httpx.MockTransport``).
     """
+    quiet_http_logs()
     sig = AdminSig(sdkappid, admin, usersig=usersig, secret_key=secret_key, clock=clock)
     reapplier = MarkReapplier(opentim_url=opentim_url, sdkappid=sdkappid, admin=admin,
                               sig=sig, desired=desired, transport=transport)
@@ -314,7 +338,8 @@ def main(argv: list[str] | None = None) -> None:
                           desired=load_desired(args.marks_file), admin=args.admin,
                           usersig=args.usersig, secret_key=args.secret_key,
                           token=args.callback_token or None, path=args.path)
-    uvicorn.run(app, host=args.host, port=args.port)
+    # No access log: each line would carry the callback's query, Sign included.
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False)
 
 
 if __name__ == "__main__":

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 
-from opentim.gateway.endpoint import CLOSE_LEASE_LOST, gateway_endpoint
+from opentim.gateway.endpoint import CLOSE_LEASE_LOST, gateway_endpoint, gateway_http
 from opentim.gateway.relay import RedisRoomRelay, RoomRelay
 from opentim.gateway.rooms import LocalRooms
+from opentim.http_guard import HttpGuard
 from opentim.protocol.dispatch import load_services
 from opentim.protocol.rest import RestEndpoint, UnknownPath
 from opentim.runtime import Runtime
+from opentim.serving import metrics_listener
 from opentim.settings import Settings
 
 
@@ -25,7 +29,7 @@ class OpenTim:
 
     Every ``/v4/<service>/<command>`` request skips Starlette's middleware and router, which
     cost more than the REST edge itself on a hot path; everything else (lifespan, the
-    gateway WebSocket, /metrics, other /v4 paths) goes through the Starlette app.
+    gateway WebSocket, other /v4 paths) goes through the Starlette app.
     """
 
     def __init__(self, rest: RestEndpoint, starlette: Starlette) -> None:
@@ -44,7 +48,11 @@ class OpenTim:
         await self.starlette(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> OpenTim:
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
+               metrics_socket: socket.socket | None = None) -> OpenTim:
+    """The server. With ``settings.metrics_port`` set, its lifespan also serves /metrics on
+    that port (``metrics_socket``: already bound there, as ``opentim serve`` does); the URL
+    is then ``app.state.metrics_url``."""
     load_services()
     runtime = runtime or Runtime.create(settings or Settings())
 
@@ -64,7 +72,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         await runtime.start()
         await relay.start()
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if settings.metrics_port is not None:
+                    app.state.metrics_url = await stack.enter_async_context(
+                        metrics_listener(metrics_app(app.state), settings, metrics_socket))
+                yield
         finally:
             # The runtime first: closing presence may take members offline, and the
             # relay should still carry that to the other processes.
@@ -78,20 +90,34 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             Route("/v4/{service}/{command}", rest),
             Route("/v4/{rest:path}", UnknownPath()),
             WebSocketRoute("/gateway", gateway_endpoint),
-            Route("/metrics", metrics),
+            Route("/gateway", gateway_http, methods=["GET", "HEAD"]),
         ],
         lifespan=lifespan,
     )
     app.state.runtime = runtime
     app.state.rooms = rooms
     app.state.relay = relay
+    app.state.metrics_url = None
     return OpenTim(rest, app)
 
 
-async def metrics(request: Request) -> PlainTextResponse:
-    """Prometheus text: webhook deliveries by outcome, queued callbacks, and the gateway's
-    connections, slow clients closed and room events not relayed."""
-    state = request.app.state
+def metrics_app(state: State) -> Starlette:
+    """The /metrics listener's application: GET /metrics and nothing else.
+
+    Not on the API port: the counters name the apps that have webhooks, and the API port
+    is the one exposed to the internet (docs/running.md#metrics).
+    """
+
+    async def endpoint(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse(metrics_text(state), media_type="text/plain; version=0.0.4")
+
+    return Starlette(routes=[Route("/metrics", endpoint, methods=["GET"])])
+
+
+def metrics_text(state: State) -> str:
+    """Prometheus text: webhook deliveries by outcome, queued callbacks, the gateway's
+    connections, slow clients closed and room events not relayed, and the HTTP
+    connections the API listener closed for a limit (http_guard)."""
     runtime: Runtime = state.runtime
     rooms: LocalRooms = state.rooms
     relay: RoomRelay = state.relay
@@ -103,5 +129,5 @@ async def metrics(request: Request) -> PlainTextResponse:
         "# TYPE opentim_room_events_unrelayed_total counter\n"
         f"opentim_room_events_unrelayed_total {relay.dropped}\n"
     )
-    return PlainTextResponse(runtime.webhooks.prometheus() + gateway,
-                             media_type="text/plain; version=0.0.4")
+    guard: HttpGuard | None = getattr(state, "http_guard", None)
+    return runtime.webhooks.prometheus() + gateway + (guard.prometheus() if guard else "")

@@ -6,20 +6,30 @@ import asyncio
 import dataclasses
 import shlex
 import time
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from opentim.domain.apps import DEFAULT_ADMIN, DEFAULT_RATE_LIMIT, App, Edition, new_secret_key
 from opentim.protocol import usersig
 from opentim.settings import Settings
+from opentim.startup import (
+    StartupError,
+    check_redis,
+    describe_db_error,
+    listen_socket,
+    safe_db_url,
+)
 from opentim.storage.database import DEFAULT_DB_URL, Database
 from opentim.storage.sql import SqlStore
 from opentim.webhooks.payloads import CALLBACK_COMMANDS
 
+# No local variables in tracebacks: they would print keys, sigs and database passwords.
 cli = typer.Typer(help="OpenTIM: a self-hosted Tencent Cloud Chat REST server.",
-                  no_args_is_help=True, add_completion=False)
-apps_cli = typer.Typer(help="Create, list and change apps (SDKAppIDs).", no_args_is_help=True)
+                  no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_show_locals=False)
+apps_cli = typer.Typer(help="Create, list and change apps (SDKAppIDs).", no_args_is_help=True,
+                       pretty_exceptions_show_locals=False)
 cli.add_typer(apps_cli, name="app")
 
 DEV_SDKAPPID = 1400000000
@@ -28,17 +38,38 @@ DbOption = Annotated[str, typer.Option("--db", envvar="OPENTIM_DB",
                                        help="sqlite:///path or postgresql://…")]
 
 
-async def _with_store(db_url: str, work):  # type: ignore[no-untyped-def]
+def _fail(exc: StartupError) -> NoReturn:
+    typer.echo(f"opentim: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+async def _open_store(db_url: str) -> SqlStore:
+    """The database, migrated; a StartupError in one line when that fails."""
     try:
         db = Database(db_url)
     except Exception as exc:  # a bad URL: say so instead of a traceback
-        typer.echo(f"cannot use database {db_url!r}: {exc}", err=True)
+        shown = safe_db_url(db_url)
+        text = str(exc).replace(db_url, shown)
+        typer.echo(f"opentim: {text}" if shown in text else
+                   f"opentim: cannot use database {shown}: {text}", err=True)
         raise typer.Exit(2) from None
     try:
         await db.migrate()
-        return await work(SqlStore(db))
-    finally:
+    except Exception as exc:
         await db.close()
+        raise StartupError(describe_db_error(db_url, exc)) from None
+    return SqlStore(db)
+
+
+async def _with_store(db_url: str, work):  # type: ignore[no-untyped-def]
+    try:
+        store = await _open_store(db_url)
+    except StartupError as exc:
+        _fail(exc)
+    try:
+        return await work(store)
+    finally:
+        await store.db.close()
 
 
 def _print_app(app: App, *, show_key: bool = True) -> None:
@@ -59,7 +90,7 @@ def _print_app(app: App, *, show_key: bool = True) -> None:
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(envvar="OPENTIM_HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="OPENTIM_PORT")] = 8080,
+    port: Annotated[int, typer.Option(envvar="OPENTIM_PORT", min=0, max=65535)] = 8080,
     db: DbOption = DEFAULT_DB_URL,
     redis: Annotated[str | None, typer.Option(
         envvar="OPENTIM_REDIS", help="redis://… to share presence between processes")] = None,
@@ -67,17 +98,61 @@ def serve(
         envvar="OPENTIM_HEARTBEAT_TIMEOUT", help="seconds of silence before a client is "
         "dropped")] = 30.0,
     log_level: Annotated[str, typer.Option(envvar="OPENTIM_LOG_LEVEL")] = "info",
+    metrics_port: Annotated[int | None, typer.Option(
+        envvar="OPENTIM_METRICS_PORT", min=0, max=65535,
+        help="serve GET /metrics on this port (off when not given)")] = None,
+    metrics_host: Annotated[str, typer.Option(
+        envvar="OPENTIM_METRICS_HOST", help="address of the /metrics listener")] = "127.0.0.1",
+    max_connections: Annotated[int, typer.Option(
+        envvar="OPENTIM_MAX_CONNECTIONS", min=1,
+        help="open client connections (HTTP and gateway) at most")] = 20_000,
+    header_timeout: Annotated[float, typer.Option(
+        envvar="OPENTIM_HEADER_TIMEOUT", min=0.1,
+        help="seconds to receive a request's line and headers")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(
+        envvar="OPENTIM_BODY_TIMEOUT", min=0.1,
+        help="seconds to receive a request's body (and to read a response)")] = 30.0,
+    keep_alive_timeout: Annotated[float, typer.Option(
+        envvar="OPENTIM_KEEP_ALIVE_TIMEOUT", min=0.1,
+        help="seconds an idle keep-alive connection stays open")] = 5.0,
 ) -> None:
     """Run the server (REST under /v4, client gateway on the same port)."""
-    import uvicorn
+    from uvicorn.config import LOG_LEVELS
 
     from opentim.app import create_app
-    from opentim.serving import uvicorn_config
+    from opentim.serving import Server, log_limits, raise_fd_limit, uvicorn_config
 
+    if log_level.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
     settings = Settings(db=db, redis=redis, host=host, port=port,
-                        heartbeat_timeout=heartbeat_timeout)
-    asyncio.run(_with_store(db, lambda store: _bootstrap(store, host, port)))
-    uvicorn.Server(uvicorn_config(create_app(settings), settings, log_level=log_level)).run()
+                        heartbeat_timeout=heartbeat_timeout, metrics_host=metrics_host,
+                        metrics_port=metrics_port, max_connections=max_connections,
+                        header_timeout=header_timeout, body_timeout=body_timeout,
+                        keep_alive_timeout=keep_alive_timeout)
+    fds = raise_fd_limit()  # before the sockets and pools that use descriptors
+    try:
+        # Everything that can fail is checked before anything is written: the addresses,
+        # the database, Redis; only then may an empty database get its development app.
+        sock = listen_socket(host, port, "--port")
+        metrics_sock = None if metrics_port is None else \
+            listen_socket(metrics_host, metrics_port, "--metrics-port")
+        asyncio.run(_prepare(settings))
+    except StartupError as exc:
+        _fail(exc)
+    config = uvicorn_config(create_app(settings, metrics_socket=metrics_sock), settings,
+                            log_level=log_level, own_root_logger=True)
+    log_limits(fds, settings)
+    Server(config).run(sockets=[sock])
+
+
+async def _prepare(settings: Settings) -> None:
+    store = await _open_store(settings.db)
+    try:
+        if settings.redis:
+            await check_redis(settings.redis)
+        await _bootstrap(store, settings.host, settings.port)
+    finally:
+        await store.db.close()
 
 
 async def _bootstrap(store: SqlStore, host: str, port: int) -> None:
@@ -113,18 +188,18 @@ def _callback_commands(values: list[str] | None) -> frozenset[str] | None:
 
 
 def _callback_url(value: str | None) -> str | None:
-    """'' or None: no callbacks; otherwise an absolute http(s) URL."""
+    """'' or None: no callbacks; otherwise the URL as webhooks.urls normalises it, or a
+    usage error saying why it is refused (webhooks/urls.py lists the rules)."""
     if not value:
         return None
-    import httpx
+    from opentim.redact import redact
+    from opentim.webhooks.urls import check_callback_url
 
     try:
-        url = httpx.URL(value)
-    except httpx.InvalidURL as exc:
-        raise typer.BadParameter(f"callback URL {value!r} is invalid: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise typer.BadParameter(f"callback URL {value!r} must be an absolute http(s) URL")
-    return value
+        return check_callback_url(value)
+    except ValueError as exc:
+        # (redacted: a refused URL may carry a password or a Sign)
+        raise typer.BadParameter(f"callback URL {redact(value)!r} {exc}") from None
 
 
 def _edition(value: str) -> Edition:

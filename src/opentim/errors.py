@@ -19,6 +19,13 @@ class TimError(Exception):
         super().__init__(f"{self.code}: {self.info}")
 
 
+def shown(value: str, limit: int = 32) -> str:
+    """A client's value quoted for ErrorInfo, cut short when the client sent something huge."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
+
+
 def _error(name: str, code: int, default_info: str) -> type[TimError]:
     return type(name, (TimError,), {"code": code, "default_info": default_info})
 
@@ -36,7 +43,7 @@ SdkAppIdMissing = _error("SdkAppIdMissing", 60012, "sdkappid is missing")
 # 700xx: UserSig and accounts
 UserSigExpired = _error("UserSigExpired", 70001, "UserSig expired")
 UserSigEmpty = _error("UserSigEmpty", 70002, "UserSig is empty")
-UserSigUndecodable = _error("UserSigUndecodable", 70003, "UserSig could not be decoded")
+UserSigUndecodable = _error("UserSigUndecodable", 70003, "UserSig is not a valid UserSig")
 UserSigVerifyFailed = _error(
     "UserSigVerifyFailed",
     70009,
@@ -53,6 +60,10 @@ SdkAppIdNotFound = _error("SdkAppIdNotFound", 70020, "SDKAppID not found")
 AccountInternalError = _error("AccountInternalError", 70500, "internal error, try again")
 AccountInvalidParams = _error("AccountInvalidParams", 70402, "invalid parameter")
 AccountBatchTooLarge = _error("AccountBatchTooLarge", 70206, "invalid batch count")
+# Not an envelope code: account_delete's per-item ResultCode, with Tencent's ResultInfo.
+AccountNotExist = _error(
+    "AccountNotExist", 70107, "Err_TLS_PT_Open_Login_Account_Not_Exist"
+)
 ProfileValueTooLong = _error("ProfileValueTooLong", 40601, "profile value exceeds 500 bytes")
 
 # 100xx: groups

@@ -12,6 +12,7 @@ user who timed out on one server process is recognised when it comes back throug
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opentim import errors
@@ -22,6 +23,11 @@ from opentim.presence.base import Joined, Offline, PresenceStore
 from opentim.storage.sql import SqlStore
 
 ONLINE_LIST_TYPES = (GroupType.AVCHATROOM, GroupType.COMMUNITY)
+# A connection's profile (which also proves the account exists) is re-read after this
+# long: a deleted account's connections are closed when the deletion is announced, and
+# this bounds what a connection that missed the announcement (pub/sub is at-most-once)
+# can still do.
+PROFILE_TTL = 60.0
 
 
 class GroupTypes:
@@ -78,6 +84,7 @@ class Presence:
     groups: dict[str, GroupType] = field(default_factory=dict)
     origin: Origin = REST
     profile: tuple[str, str] | None = None  # (nick, avatar), read at the first join
+    profile_read_at: float = 0.0  # when (``now``) that read was
 
 
 class OnlineService:
@@ -89,7 +96,11 @@ class OnlineService:
         self.types = types
         events.subscribe(self._on_event)
 
-    async def join(self, conn: Presence, group_id: str, *, now: float) -> None:
+    async def join(self, conn: Presence, group_id: str, *, now: float,
+                   entered: Callable[[], None] | None = None) -> None:
+        """``entered`` runs once the join is stored and before it is announced, so the
+        joining connection is in its room when this process delivers the announcement
+        (as the other processes' connections are when they receive it)."""
         group_type = await require_online_list_group(self.types, conn.sdkappid, group_id)
         if group_type is GroupType.COMMUNITY:
             roles = await self.store.get_member_roles(conn.sdkappid, group_id, [conn.account])
@@ -98,19 +109,23 @@ class OnlineService:
                     f"{conn.account!r} is not a member of Community group {group_id!r}"
                 )
         profile = conn.profile
-        if profile is None:
-            # Read once per connection: joins and churn then cost no SQL for AV groups. A
-            # nick or avatar changed meanwhile shows from the user's next connection.
+        if profile is None or now - conn.profile_read_at > PROFILE_TTL:
+            # Read once per connection (and PROFILE_TTL): joins and churn then cost no SQL
+            # for AV groups. A nick or avatar changed meanwhile shows later.
             profile = (await self.store.get_profiles(conn.sdkappid, [conn.account])).get(
                 conn.account)
             if profile is None:
+                conn.profile = None
                 raise errors.AccountNotFound(f"account {conn.account!r} has not been imported")
             conn.profile = profile
+            conn.profile_read_at = now
         joined = await self.presence.join(
             conn.sdkappid, group_id, conn.account, conn.conn_id,
             nick=profile[0], avatar=profile[1], now=now,
         )
         conn.groups[group_id] = group_type
+        if entered is not None:
+            entered()
         if joined is Joined.AFTER_LAPSE:
             # Its lapsed mark 500 was still listed; this join removed it before the sweep
             # could report it, so report it here, as the sweep would, before the Online.
@@ -136,7 +151,9 @@ class OnlineService:
     async def disconnect(self, conn: Presence, *, cause: str, now: float) -> None:
         """Leave every group the connection is in (closed, lost, or timed out)."""
         for group_id in list(conn.groups):
-            await self.quit(conn, group_id, now=now, cause=cause)
+            # Another task (a removal, a kick) may have taken it out meanwhile.
+            if group_id in conn.groups:
+                await self.quit(conn, group_id, now=now, cause=cause)
 
     async def report_offline(self, gone: list[Offline], *, now: float) -> None:
         """Members a presence sweep took offline: a dead process's users, lapsed 500s.

@@ -101,7 +101,7 @@ class Runtime:
         s = self.settings
         self.webhooks = WebhookDispatcher(self.apps, self.events, self.clock, WebhookSettings(
             timeout=s.webhook_timeout, retries=s.webhook_retries,
-            queue_size=s.webhook_queue_size))
+            queue_size=s.webhook_queue_size, own_host=s.host, own_port=s.port))
 
     # Called when this process's presence lease was lost (Redis): its connections were
     # swept by another process, so the gateway closes them and clients reconnect.

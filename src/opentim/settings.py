@@ -14,6 +14,21 @@ class Settings:
     redis: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
+    # /metrics is served on its own listener, only when a port is set (0: any free port).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    # Open client connections (HTTP and gateway WebSockets) per process; capped at start
+    # below the process's file-descriptor limit (see serving.connection_limit).
+    max_connections: int = 20_000
+    # Seconds to receive a request's line and headers (from connecting, or from the first
+    # byte of a keep-alive connection's next request), and then its body; a response left
+    # unread may stall for at most body_timeout too. Idle keep-alive connections close
+    # after keep_alive_timeout.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    # Largest request line plus headers (431 beyond).
+    max_header_bytes: int = 16 << 10
     # Seconds before a change made with `opentim app …` reaches a running server.
     app_refresh_interval: float = 2.0
     # Largest accepted REST body; larger ones fail with 60002 before being parsed.

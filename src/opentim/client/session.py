@@ -6,6 +6,7 @@
 
 Each call returns once the server has applied it (its reply frame has arrived), so the
 very next REST call sees the change. A refusal raises :class:`GatewayError` with the code.
+Pushed events (``members_changed``, ``kicked``, …) go to ``session.events``.
 """
 
 from __future__ import annotations
@@ -116,7 +117,12 @@ class Session:
 
     @property
     def close_code(self) -> int | None:
+        """The server's close code (e.g. 4008, 4011), None while open or after a reset."""
         return self._ws.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._ws.close_reason
 
     async def close(self) -> None:
         for task in self._tasks:

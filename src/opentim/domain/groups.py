@@ -27,8 +27,8 @@ def parse_group_type(value: str) -> GroupType:
         return _TYPE_ALIASES.get(value) or GroupType(value)
     except ValueError:
         raise errors.InvalidParameter(
-            f"Type {value!r} is not one of Private, Public, ChatRoom, AVChatRoom, Community "
-            "(Work and Meeting are accepted as aliases)"
+            f"Type {errors.shown(value)} is not one of Private, Public, ChatRoom, AVChatRoom, "
+            "Community (Work and Meeting are accepted as aliases)"
         ) from None
 
 
@@ -71,8 +71,8 @@ def is_well_formed_group_id(group_id: str) -> bool:
 def check_group_id(group_id: str) -> str:
     if not is_well_formed_group_id(group_id):
         raise errors.InvalidGroupId(
-            f"GroupId {group_id!r} is invalid: it must be 1 to {MAX_GROUP_ID_BYTES} bytes of "
-            "printable ASCII"
+            f"GroupId {errors.shown(group_id)} is invalid: it must be 1 to "
+            f"{MAX_GROUP_ID_BYTES} bytes of printable ASCII"
         )
     return group_id
 

@@ -4,12 +4,16 @@
 with the user's own UserSig (the identifier is the user). Every frame the client sends
 counts as a heartbeat; a connection silent for ``heartbeat_timeout`` seconds is dropped
 and its groups see the user leave with ``HeartbeatInterrupt``.
+
+Nothing waits on a client's socket except that connection's own writer task: replies,
+pushes, notices and closes are queued (``_outbox``) and written in order. A write that
+cannot complete within ``WRITE_TIMEOUT`` means the client stopped reading; its TCP
+connection is then dropped, so its read loop ends and it leaves every online list.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import deque
@@ -17,10 +21,13 @@ from enum import Enum
 from typing import Any
 
 import msgspec
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from opentim import errors, marks
 from opentim.events import ConnectionStateChanged, Origin
+from opentim.gateway import frames, transport
 from opentim.gateway.rooms import LocalRooms
 from opentim.online import Presence
 from opentim.protocol.auth import authenticate
@@ -33,29 +40,35 @@ CLOSE_AUTH_FAILED = 4001
 CLOSE_HEARTBEAT_TIMEOUT = 4008
 CLOSE_LEASE_LOST = 4009
 CLOSE_TOO_SLOW = 4010
+CLOSE_ACCOUNT_DELETED = 4011
+CLOSE_LOGGED_IN_ELSEWHERE = 4012
+# event "kicked": Reason -> close code and reason text
+KICKS = {"AccountDeleted": (CLOSE_ACCOUNT_DELETED, "account deleted"),
+         "MultiInstance": (CLOSE_LOGGED_IN_ELSEWHERE, "logged in elsewhere")}
 PLATFORMS = ("Android", "iOS", "Web", "Windows", "Mac", "iPad", "Linux", "Unknown")
+# Settings-like constants (candidates for Settings: gateway_write_timeout).
+# Seconds one frame may wait for the client to make room in its receive window.
+WRITE_TIMEOUT = 10.0
+# After a connection's session ends, its socket is dropped if still open this much later
+# (uvicorn waits up to 10 s for the client's close reply, then only flushes and closes).
+CLOSE_GRACE = 15.0
 
-
-class MarkItem(msgspec.Struct):
-    Member_Account: str
-    Marks: list[int]
-
-
-class Frame(msgspec.Struct):
-    cmd: str
-    id: Any = None  # echoed back as sent
-    GroupId: str = ""
-    CommandType: int = 0
-    MemberList: list[MarkItem] = []
+# Re-exported: the frame shapes live in frames.py.
+Frame = frames.Frame
+MarkItem = frames.MarkItem
 
 
 class ConnState(Enum):
     OPEN = "open"
-    CLOSING = "closing"
+    CLOSING = "closing"  # nothing more is handled or queued, except the close itself
+
+
+class _Close(msgspec.Struct, frozen=True):
+    code: int
+    reason: str
 
 
 _encode = msgspec.json.Encoder().encode
-_decode_json = msgspec.json.Decoder().decode
 
 
 class ClientConnection:
@@ -69,113 +82,183 @@ class ClientConnection:
         self.presence = presence
         self.state = ConnState.OPEN
         self.logged_out = False
-        # Replies and pushed events come from different tasks; one writer at a time.
-        self._send_lock = asyncio.Lock()
-        # Pushed frames not yet written; a writer task exists only while there are some.
-        self._outbox: deque[bytes] = deque()
+        self._transport = transport.transport_of(websocket)
+        # Frames not yet written; a writer task exists only while there are some.
+        self._outbox: deque[bytes | _Close] = deque()
         self._outbox_bytes = 0
         self._writer: asyncio.Task[None] | None = None
-        self._closer: asyncio.Task[None] | None = None
+        self._reported = False  # the end of the connection was announced (webhooks)
+        # Leaving every group may be started by a kick and by the read loop's end at once.
+        self._finishing = asyncio.Lock()
 
-    async def send(self, doc: dict[str, Any]) -> None:
-        await self.send_raw(_encode(doc))
+    # --- what the rooms see -------------------------------------------------------------
 
-    async def send_raw(self, data: bytes) -> None:
-        if self.state is not ConnState.OPEN:
-            return
-        async with self._send_lock:
-            await self.websocket.send_bytes(data)
+    @property
+    def sdkappid(self) -> int:
+        return self.presence.sdkappid
+
+    @property
+    def account(self) -> str:
+        return self.presence.account
+
+    @property
+    def platform(self) -> str:
+        return self.presence.origin.platform
+
+    def send(self, doc: dict[str, Any]) -> None:
+        self.offer(_encode(doc))
 
     def offer(self, data: bytes) -> None:
-        """Queue a pushed frame. A client whose unread pushes pass ``push_backlog_bytes``
-        has stopped reading: it is closed with 4010 rather than buffered without bound."""
+        """Queue a frame. A client with more than ``push_backlog_bytes`` queued and not
+        yet written has stopped reading: it is closed with 4010 rather than buffered
+        without bound."""
         if self.state is not ConnState.OPEN:
             return
         if self._outbox and \
                 self._outbox_bytes + len(data) > self.runtime.settings.push_backlog_bytes:
             self._too_slow()
             return
-        self._outbox.append(data)
-        self._outbox_bytes += len(data)
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_outbox())
+        self._queue(data)
 
-    async def _write_outbox(self) -> None:
-        try:
-            while self._outbox:
-                data = self._outbox[0]
-                await self.send_raw(data)
-                self._outbox.popleft()
-                self._outbox_bytes -= len(data)
-        except Exception:  # the client is going away; its read loop cleans up
-            log.debug("writing a push failed", exc_info=True)
-            self._outbox.clear()
-            self._outbox_bytes = 0
-        finally:
-            self._writer = None
-
-    def _too_slow(self) -> None:
-        log.info("closing connection %s of %s: %d bytes of pushes unread",
-                 self.presence.conn_id, self.account, self._outbox_bytes)
-        self.state = ConnState.CLOSING  # nothing more is queued or sent to it
-        self.rooms.slow_clients_closed += 1
-        self._outbox.clear()
-        self._outbox_bytes = 0
-        self._closer = asyncio.create_task(
-            self.close(CLOSE_TOO_SLOW, "too slow: pushed events were not read"))
-
-    async def run(self) -> None:
-        timeout = self.runtime.settings.heartbeat_timeout
-        cause = "LinkClose"
-        await self._connection_state("Login", "Register")
-        try:
-            while not self.logged_out:
-                try:
-                    message = await asyncio.wait_for(self.websocket.receive(), timeout)
-                except TimeoutError:
-                    cause = "HeartbeatInterrupt"
-                    break
-                if message["type"] == "websocket.disconnect":
-                    break
-                raw = message.get("bytes") or (message.get("text") or "").encode()
-                await self.handle(raw)
-        except WebSocketDisconnect:
-            pass
-        finally:
+    def close(self, code: int, reason: str) -> None:
+        """Close from the server side (lease lost, too slow, kicked); the read loop ends
+        once the close is written, or the write times out and the socket is dropped."""
+        if self.state is ConnState.OPEN:
             self.state = ConnState.CLOSING
-            await self._leave_all(cause, self.runtime.clock())
-            if self.logged_out:
-                await self._connection_state("Logout", "Unregister")
-            else:
-                await self._connection_state(
-                    "Disconnect", "TimeOut" if cause == "HeartbeatInterrupt" else "LinkClose")
-            if cause == "HeartbeatInterrupt" or self.logged_out:
-                code = CLOSE_NORMAL if self.logged_out else CLOSE_HEARTBEAT_TIMEOUT
-                with contextlib.suppress(Exception):
-                    await self.websocket.close(code, "logged out" if self.logged_out
-                                               else "heartbeat timeout")
-
-    async def _leave_all(self, cause: str, now: float) -> None:
-        for group_id in self.presence.groups:
-            self.rooms.leave(self.presence.sdkappid, group_id, self)
-        await self.runtime.online.disconnect(self.presence, cause=cause, now=now)
-
-    @property
-    def account(self) -> str:
-        return self.presence.account
+            self._queue(_Close(code, reason))
 
     async def removed_from(self, group_id: str, reason: str) -> None:
         """The member was removed (Kicked) or the group dismissed: leave it and say so."""
         if group_id in self.presence.groups:
             await self.runtime.online.quit(self.presence, group_id, now=self.runtime.clock(),
                                            cause="Quit")
-        await self.send({"event": "removed_from_group", "GroupId": group_id,
-                         "Reason": reason})
+        self.send({"event": "removed_from_group", "GroupId": group_id, "Reason": reason})
 
-    async def close(self, code: int, reason: str) -> None:
-        """Close from the server side (lease lost, group gone); the read loop then ends."""
-        with contextlib.suppress(Exception):
-            await self.websocket.close(code, reason)
+    async def kicked(self, reason: str) -> None:
+        """The account was deleted, or logged in once too often on this platform: leave
+        every online list now, then tell the client and close."""
+        if self.state is not ConnState.OPEN:
+            return
+        code, text = KICKS[reason]
+        self.state = ConnState.CLOSING  # no frame of it is handled from now on
+        self._queue(_encode({"event": "kicked", "Reason": reason}))
+        self._queue(_Close(code, text))
+        await self._finish("LinkClose")
+
+    # --- writing ------------------------------------------------------------------------
+
+    def _queue(self, item: bytes | _Close) -> None:
+        self._outbox.append(item)
+        if isinstance(item, bytes):
+            self._outbox_bytes += len(item)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_outbox())
+
+    async def _write_outbox(self) -> None:
+        websocket = self.websocket
+        try:
+            while self._outbox:
+                item = self._outbox.popleft()
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    if isinstance(item, _Close):
+                        self._outbox.clear()
+                        await websocket.close(item.code, item.reason)
+                    else:
+                        self._outbox_bytes -= len(item)
+                        await websocket.send_bytes(item)
+        except TimeoutError:
+            log.info("dropping connection %s of %s: a frame waited %.0f s for the client "
+                     "to read", self.presence.conn_id, self.account, WRITE_TIMEOUT)
+            self.rooms.slow_clients_closed += 1
+            self._drop()
+        except Exception:  # the client is gone or going: not an error
+            log.debug("writing to connection %s failed", self.presence.conn_id,
+                      exc_info=True)
+            self._drop()
+        finally:
+            self._writer = None
+
+    def _drop(self) -> None:
+        """Stop writing and drop the socket; its read loop then sees the disconnect."""
+        self.state = ConnState.CLOSING
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        transport.abort(self._transport)
+
+    def _too_slow(self) -> None:
+        log.info("closing connection %s of %s: %d bytes of frames unread",
+                 self.presence.conn_id, self.account, self._outbox_bytes)
+        self.rooms.slow_clients_closed += 1
+        self._outbox.clear()  # the close goes out next (or the write in progress times out)
+        self._outbox_bytes = 0
+        self.close(CLOSE_TOO_SLOW, "too slow: pushed events were not read")
+
+    async def _drain(self) -> None:
+        """Wait (bounded) for the queued frames and close to be written."""
+        writer = self._writer
+        if writer is not None:
+            try:
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    await asyncio.shield(writer)
+            except TimeoutError:
+                writer.cancel()
+                self._drop()
+        if self._transport is not None:
+            asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort,
+                                                  self._transport)
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        timeout = self.runtime.settings.heartbeat_timeout
+        cause = "LinkClose"
+        await self._connection_state("Login", "Register")
+        try:
+            while self.state is ConnState.OPEN and not self.logged_out:
+                try:
+                    async with asyncio.timeout(timeout):
+                        message = await self.websocket.receive()
+                except TimeoutError:
+                    cause = "HeartbeatInterrupt"
+                    break
+                if message["type"] == "websocket.disconnect" or \
+                        self.state is not ConnState.OPEN:
+                    break
+                raw = message.get("bytes") or (message.get("text") or "").encode()
+                await self.handle(raw)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            was_open = self.state is ConnState.OPEN
+            self.state = ConnState.CLOSING
+            try:
+                # A command in flight when the connection was kicked may have joined a
+                # group after the kick left them all: leave again (it is idempotent).
+                await self._finish("Quit" if self.logged_out else cause)
+            finally:
+                if was_open and (cause == "HeartbeatInterrupt" or self.logged_out):
+                    self._queue(_Close(CLOSE_NORMAL, "logged out") if self.logged_out
+                                else _Close(CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout"))
+                await self._drain()
+
+    async def _finish(self, cause: str) -> None:
+        """Leave every group (cause for the member-state change); the first call also
+        reports the connection's end (State.StateChange)."""
+        async with self._finishing:
+            await self._leave_all(cause)
+
+    async def _leave_all(self, cause: str) -> None:
+        now = self.runtime.clock()
+        for group_id in self.presence.groups:
+            self.rooms.leave(self.presence.sdkappid, group_id, self)
+        await self.runtime.online.disconnect(self.presence, cause=cause, now=now)
+        if not self._reported:
+            self._reported = True
+            if self.logged_out:
+                await self._connection_state("Logout", "Unregister")
+            else:
+                await self._connection_state(
+                    "Disconnect", "TimeOut" if cause == "HeartbeatInterrupt" else "LinkClose")
 
     async def _connection_state(self, action: str, reason: str) -> None:
         p = self.presence
@@ -187,25 +270,16 @@ class ClientConnection:
     async def handle(self, raw: bytes) -> None:
         frame_id: Any = None
         try:
-            try:
-                doc = _decode_json(raw)
-            except msgspec.DecodeError as exc:
-                raise errors.JsonParseError(f"bad frame: {exc}") from None
-            if not isinstance(doc, dict):
-                raise errors.JsonParseError("a frame must be a JSON object")
-            frame_id = doc.get("id")
-            try:
-                frame = msgspec.convert(doc, Frame, strict=True)
-            except msgspec.ValidationError as exc:
-                raise errors.InvalidParameter(f"invalid frame: {exc}") from None
-            reply = await self.dispatch(frame)
-            await self.send({"id": frame_id, "ErrorCode": 0, "ErrorInfo": "", **reply})
+            doc = frames.decode(raw)
+            frame_id = frames.frame_id(doc)
+            reply = await self.dispatch(frames.parse(doc))
+            self.send({"id": frame_id, "ErrorCode": 0, "ErrorInfo": "", **reply})
         except errors.TimError as exc:
-            await self.send({"id": frame_id, "ErrorCode": exc.code, "ErrorInfo": exc.info})
+            self.send({"id": frame_id, "ErrorCode": exc.code, "ErrorInfo": exc.info})
         except Exception:
             log.exception("gateway frame failed")
-            await self.send({"id": frame_id, "ErrorCode": errors.GroupInternalError.code,
-                             "ErrorInfo": "internal server error, try again"})
+            self.send({"id": frame_id, "ErrorCode": errors.GroupInternalError.code,
+                       "ErrorInfo": "internal server error, try again"})
 
     async def dispatch(self, frame: Frame) -> dict[str, Any]:
         online = self.runtime.online
@@ -213,13 +287,13 @@ class ClientConnection:
         if frame.cmd == "heartbeat":
             return {}
         if frame.cmd == "logout":
-            await self._leave_all("Quit", now)  # applied before the reply, like every command
             self.logged_out = True  # the read loop ends after this reply
+            await self._finish("Quit")  # applied before the reply, like every command
             return {}
         sdkappid = self.presence.sdkappid
         if frame.cmd == "join_group":
-            await online.join(self.presence, frame.GroupId, now=now)
-            self.rooms.enter(sdkappid, frame.GroupId, self)
+            await online.join(self.presence, frame.GroupId, now=now,
+                              entered=lambda: self.rooms.enter(sdkappid, frame.GroupId, self))
             return {"GroupId": frame.GroupId}
         if frame.cmd == "quit_group":
             await online.quit(self.presence, frame.GroupId, now=now)
@@ -227,7 +301,7 @@ class ClientConnection:
             return {"GroupId": frame.GroupId}
         if frame.cmd == "modify_marks":
             return await self.modify_marks(frame, now)
-        raise errors.InvalidCommand(f"unknown gateway command {frame.cmd!r}")
+        raise frames.unknown_command(frame.cmd)
 
     async def modify_marks(self, frame: Frame, now: float) -> dict[str, Any]:
         """A connected group owner or App admin sets/deletes marks >= 1000."""
@@ -255,6 +329,18 @@ class ClientConnection:
                                for m in result.members]}
 
 
+async def _refuse(websocket: WebSocket, error: errors.TimError) -> None:
+    """The error frame and close 4001, bounded: the client may already be gone."""
+    try:
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await websocket.send_bytes(_encode(
+                {"event": "error", "ErrorCode": error.code, "ErrorInfo": error.info}))
+            await websocket.close(CLOSE_AUTH_FAILED, "authentication failed")
+    except Exception:  # gone, or not reading: drop it
+        log.debug("refusing a gateway connection failed", exc_info=True)
+        transport.abort(transport.transport_of(websocket))
+
+
 async def gateway_endpoint(websocket: WebSocket) -> None:
     runtime: Runtime = websocket.app.state.runtime
     rooms: LocalRooms = websocket.app.state.rooms
@@ -267,9 +353,15 @@ async def gateway_endpoint(websocket: WebSocket) -> None:
             usersig=query.get("usersig", ""), now=runtime.clock(),
         )
     except errors.TimError as exc:
-        await websocket.send_bytes(_encode(
-            {"event": "error", "ErrorCode": exc.code, "ErrorInfo": exc.info}))
-        await websocket.close(CLOSE_AUTH_FAILED, "authentication failed")
+        await _refuse(websocket, exc)
+        return
+    except Exception as exc:
+        # Not the client's fault as far as we know, but nothing of the client's query
+        # (its UserSig) may reach the log: the type only, the traceback at debug.
+        log.warning("gateway authentication failed with %s; refused with 70500",
+                    type(exc).__name__)
+        log.debug("gateway authentication failed", exc_info=True)
+        await _refuse(websocket, errors.AccountInternalError("internal error, try again"))
         return
     platform = query.get("platform", "Unknown")
     client = websocket.client
@@ -278,6 +370,25 @@ async def gateway_endpoint(websocket: WebSocket) -> None:
     presence = Presence(conn_id=uuid.uuid4().hex, sdkappid=app.sdkappid, account=identifier,
                         origin=origin)
     conn = ClientConnection(runtime, rooms, websocket, presence)
-    await conn.send({"event": "connected", "ConnectionId": presence.conn_id,
-                     "HeartbeatTimeout": runtime.settings.heartbeat_timeout})
-    await conn.run()
+    try:
+        for older in rooms.register(conn):
+            await older.kicked("MultiInstance")
+        conn.send({"event": "connected", "ConnectionId": presence.conn_id,
+                   "HeartbeatTimeout": runtime.settings.heartbeat_timeout})
+        await conn.run()
+    finally:
+        rooms.unregister(conn)
+
+
+GATEWAY_HELP = (
+    "This is the OpenTIM client gateway. Connect with a WebSocket:\n"
+    "  ws://HOST:PORT/gateway?sdkappid=SDKAPPID&identifier=USER&usersig=USERSIG"
+    "[&platform=PLATFORM]\n"
+    "See docs/client-protocol.md.\n"
+)
+
+
+async def gateway_http(_request: Request) -> PlainTextResponse:
+    """``/gateway`` without a WebSocket upgrade: say how to connect (426)."""
+    return PlainTextResponse(GATEWAY_HELP, status_code=426,
+                             headers={"Upgrade": "websocket", "Connection": "Upgrade"})

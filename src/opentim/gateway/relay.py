@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from opentim.events import (
+    AccountsDeleted,
     Event,
     EventBus,
     GroupDestroyed,
@@ -33,7 +34,14 @@ from opentim.events import (
     MembersExited,
     MemberStateChanged,
 )
-from opentim.gateway.rooms import LocalRooms, MarksNow, MemberState, Removed, RoomEvent
+from opentim.gateway.rooms import (
+    AccountsGone,
+    LocalRooms,
+    MarksNow,
+    MemberState,
+    Removed,
+    RoomEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +68,8 @@ def room_event(event: Event) -> RoomEvent | None:
         return Removed(event.sdkappid, event.group_id, event.members, event.exit_type)
     if isinstance(event, GroupDestroyed):
         return Removed(event.sdkappid, event.group_id, None, "GroupDestroyed")
+    if isinstance(event, AccountsDeleted):
+        return AccountsGone(event.sdkappid, event.accounts, "AccountDeleted")
     return None
 
 
@@ -81,7 +91,9 @@ class RoomRelay:
         found = room_event(event)
         if found is not None:
             self._publish(found)  # queued, first: a failure here must not stop the others
-            # Awaited: this process's removed connections are told while it is handled.
+            # Awaited: this process's removed connections leave the online list while the
+            # call that removed them is handled. That awaits presence, never a client's
+            # socket: the notices are queued on each connection.
             await self.rooms.deliver(found)
 
     def _publish(self, event: RoomEvent) -> None:

@@ -1,5 +1,9 @@
 """Which of this process's client connections are in which group, and what they are pushed.
 
+It also indexes every connection of the process by account (in a group or not), for the
+per-account connection limit (``limits.py``) and for closing a deleted account's
+connections.
+
 The rooms receive *room events* (below), not bus events: the relay (``relay.py``) turns
 the bus's events into room events and carries them to the rooms of every server process
 sharing presence, this one included.
@@ -15,6 +19,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
+
+from opentim.gateway import limits
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -53,18 +59,41 @@ class Removed(msgspec.Struct, frozen=True, array_like=True, tag="r"):
     reason: str  # Kicked, GroupDestroyed
 
 
-RoomEvent = MemberState | MarksNow | Removed
+class AccountsGone(msgspec.Struct, frozen=True, array_like=True, tag="a"):
+    """These accounts' connections must end (``reason``: AccountDeleted)."""
+
+    sdkappid: int
+    accounts: tuple[str, ...]
+    reason: str
+
+
+RoomEvent = MemberState | MarksNow | Removed | AccountsGone
 
 
 class Pushable(Protocol):
-    account: str
+    """A connection as the rooms see it. No method waits on the client's socket: frames
+    are queued and written by the connection's own writer."""
+
+    @property
+    def sdkappid(self) -> int: ...
+
+    @property
+    def account(self) -> str: ...
+
+    @property
+    def platform(self) -> str: ...
 
     def offer(self, data: bytes) -> None:
-        """Queue a pushed frame for this connection; never waits."""
+        """Queue a pushed frame for this connection."""
 
-    async def removed_from(self, group_id: str, reason: str) -> None: ...
+    async def removed_from(self, group_id: str, reason: str) -> None:
+        """Leave the group's online list (awaits presence only), then queue the notice."""
 
-    async def close(self, code: int, reason: str) -> None: ...
+    async def kicked(self, reason: str) -> None:
+        """Leave every online list (awaits presence only), then queue the notice and close."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Queue a close; the connection ends once it is written (or the write times out)."""
 
 
 class _Batch:
@@ -85,10 +114,32 @@ class LocalRooms:
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._rooms: dict[tuple[int, str], set[Pushable]] = defaultdict(set)
+        # Every connection by account, in connection order (dicts keep insertion order).
+        self._accounts: dict[tuple[int, str], dict[Pushable, None]] = {}
         self._batches: dict[tuple[int, str], _Batch] = {}
         self._last_flush: dict[tuple[int, str], float] = {}
         self._interval = batch_interval
         self.slow_clients_closed = 0  # connections closed for not reading their pushes
+
+    def register(self, conn: Pushable) -> list[Pushable]:
+        """Index a new connection; returns the older ones it pushes over the per-account
+        limit of its platform (to be kicked, oldest first)."""
+        key = (conn.sdkappid, conn.account)
+        existing = self._accounts.setdefault(key, {})
+        over = limits.to_kick(list(existing), conn.platform)
+        existing[conn] = None
+        return over
+
+    def unregister(self, conn: Pushable) -> None:
+        key = (conn.sdkappid, conn.account)
+        existing = self._accounts.get(key)
+        if existing is not None:
+            existing.pop(conn, None)
+            if not existing:
+                del self._accounts[key]
+
+    def of_account(self, sdkappid: int, account: str) -> list[Pushable]:
+        return list(self._accounts.get((sdkappid, account), ()))
 
     def enter(self, sdkappid: int, group_id: str, conn: Pushable) -> None:
         self._rooms[(sdkappid, group_id)].add(conn)
@@ -105,6 +156,9 @@ class LocalRooms:
 
     async def deliver(self, event: RoomEvent) -> None:
         """Apply one room event to this process's connections."""
+        if isinstance(event, AccountsGone):
+            await self._accounts_gone(event)
+            return
         key = (event.sdkappid, event.group_id)
         if key not in self._rooms:
             return  # nobody here to tell: the common case for a relayed event
@@ -179,16 +233,29 @@ class LocalRooms:
                 self.leave(sdkappid, group_id, conn)
                 try:
                     await conn.removed_from(group_id, reason)
-                except Exception:  # one closing socket must not keep the others in the room
-                    log.warning("telling a connection it left %s failed", group_id,
+                except Exception:  # one failure must not keep the others in the room
+                    log.warning("taking a connection out of %s failed", group_id,
                                 exc_info=True)
+
+    async def _accounts_gone(self, event: AccountsGone) -> None:
+        for account in event.accounts:
+            for conn in self.of_account(event.sdkappid, account):
+                try:
+                    await conn.kicked(event.reason)
+                except Exception:  # one failure must not keep the other connections open
+                    log.warning("closing a connection of %r failed", account, exc_info=True)
 
     def connections(self) -> set[Pushable]:
         return {conn for room in self._rooms.values() for conn in room}
 
+    def connection_count(self) -> int:
+        """Every connection of this process, in a group or not."""
+        return sum(len(conns) for conns in self._accounts.values())
+
     async def close_all(self, code: int, reason: str) -> None:
+        """Close every connection that is in a group (async for the lease-lost hook)."""
         for conn in self.connections():
-            await conn.close(code, reason)
+            conn.close(code, reason)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -6,6 +6,7 @@ decodes the body into the command's request type, and calls the handler.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from opentim import errors
+from opentim.protocol import tencent_commands
 
 if TYPE_CHECKING:
     from opentim.runtime import Context
@@ -55,6 +57,9 @@ class Command:
             return msgspec.convert(doc, self.request_type, strict=True)
         except msgspec.ValidationError as exc:
             raise self.service.invalid_parameter(f"invalid request: {exc}") from None
+        except RecursionError:  # the decoder's limit, met a few frames deeper
+            raise self.service.invalid_parameter(
+                "invalid request: arrays and objects nest too deeply") from None
 
 
 SERVICES: dict[str, Service] = {}
@@ -87,10 +92,39 @@ def lookup(service_name: str, command_name: str) -> Command:
     found = COMMANDS.get((service_name, command_name))
     if found is not None:
         return found
+    raise _missing(service_name, command_name)
+
+
+COVERAGE = "docs/rest-commands.md#coverage"
+
+
+def _missing(service_name: str, command_name: str) -> errors.TimError:
+    """Why a path names no command: a Tencent command OpenTIM lacks, or a typo.
+
+    Only failed lookups get here, so the hot path never pays for the comparisons.
+    """
     svc = SERVICES.get(service_name)
-    if svc is None:
-        raise errors.ResourceUrlInvalid(f"unknown service {service_name!r}")
-    raise svc.unknown_command(f"unknown command {command_name!r} in service {service_name!r}")
+    error = svc.unknown_command if svc is not None else errors.ResourceUrlInvalid
+    page = tencent_commands.doc_page(service_name, command_name)
+    if page is not None:
+        return error(f"{service_name}/{command_name} is a Tencent Cloud Chat command not "
+                     f"implemented by OpenTIM (see {COVERAGE}; Tencent's page: {page})")
+    tencent = tencent_commands.COMMANDS.get(service_name)
+    if svc is None and tencent is None:
+        known = set(SERVICES) | set(tencent_commands.COMMANDS)
+        return error(f"unknown service {errors.shown(service_name)}"
+                     + _did_you_mean(service_name, known))
+    known = {name for svc_name, name in COMMANDS if svc_name == service_name}
+    known |= set(tencent or ())
+    return error(f"unknown command {errors.shown(command_name)} in service "
+                 f"{service_name!r}" + _did_you_mean(command_name, known))
+
+
+def _did_you_mean(word: str, known: set[str]) -> str:
+    if len(word) > 64:  # difflib is quadratic; no real name is this long
+        return ""
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.75)
+    return f": did you mean {close[0]!r}?" if close else ""
 
 
 def load_services() -> None:

@@ -11,11 +11,9 @@ import logging
 from typing import Any
 from urllib.parse import parse_qsl
 
-import msgspec
-
 from opentim import errors
 from opentim.events import REST, Origin
-from opentim.protocol import dispatch, envelope
+from opentim.protocol import body, dispatch, envelope
 from opentim.protocol.auth import authenticate
 from opentim.runtime import Context, Runtime
 
@@ -30,9 +28,9 @@ class RestEndpoint:
         self.runtime = runtime
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = await self._respond(scope, receive)
+        reply = await self._respond(scope, receive)
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": reply})
 
     async def _respond(self, scope: dict[str, Any], receive: Any) -> bytes:
         cmd: dispatch.Command | None = None
@@ -53,7 +51,13 @@ class RestEndpoint:
                 raise errors.HttpParseError(
                     f"request body exceeds {self.runtime.settings.max_body_bytes} bytes"
                 )
-            request = cmd.decode(_parse_object(raw))
+            doc = body.parse_object(raw)
+            nul_at = body.nul_path(raw, doc)
+            if nul_at is not None:
+                raise cmd.service.invalid_parameter(
+                    f"invalid request: a string holds U+0000 (NUL) at `{nul_at}`"
+                )
+            request = cmd.decode(doc)
             return envelope.ok(await cmd.handler(ctx, request))
         except errors.TimError as exc:
             return envelope.fail(exc.code, exc.info)
@@ -93,27 +97,23 @@ class RestEndpoint:
         if identifier not in app.admins:
             raise errors.NotAppAdmin(f"identifier {identifier!r} is not an App admin")
         random = query.get("random", "")
-        if not (random.isascii() and random.isdigit()) or int(random) > _MAX_RANDOM:
+        if not _is_random(random):
             raise errors.HttpParseError(
-                f"random must be an integer from 0 to {_MAX_RANDOM}, got {random!r}"
+                f"random must be an integer from 0 to {_MAX_RANDOM}, got {errors.shown(random)}"
             )
         origin = Origin(client_ip=client[0]) if client else REST
         return Context(self.runtime, app, identifier, now, origin)
 
 
-_json = msgspec.json.Decoder()
+def _is_random(value: str) -> bool:
+    """Decimal digits worth at most 4294967295 (leading zeros allowed).
 
-
-def _parse_object(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        raise errors.JsonParseError("request body is empty: send {} when there are no fields")
-    try:
-        doc = _json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise errors.JsonParseError(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise errors.JsonParseError("request body must be a JSON object")
-    return doc
+    The length is checked before ``int()``, which refuses strings over 4300 digits.
+    """
+    if not (value.isascii() and value.isdigit()):
+        return False
+    digits = value.lstrip("0")
+    return len(digits) <= len(str(_MAX_RANDOM)) and (not digits or int(digits) <= _MAX_RANDOM)
 
 
 class UnknownPath:

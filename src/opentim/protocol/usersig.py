@@ -15,6 +15,7 @@ import hmac
 import time
 import zlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -60,17 +61,45 @@ def _hmac(key: str, content: bytes) -> bytes:
     return base64.b64encode(hmac.new(key.encode(), content, hashlib.sha256).digest())
 
 
+_NOT_A_SIG = ("UserSig is not a valid UserSig: {why}. Generate one with a tls-sig-api-v2 "
+              "library or `opentim usersig` from the app's secret key")
+
+
+def _undecodable(why: str) -> errors.TimError:
+    # Python's own exception texts ("Incorrect padding") mean nothing to a caller.
+    return errors.UserSigUndecodable(_NOT_A_SIG.format(why=why))
+
+
 def decode(usersig: str) -> _SigDoc:
     """Decode without verifying; raises 70003 when the sig is not a UserSig v2."""
     try:
         raw = base64.b64decode(usersig.encode().translate(_TO_STD), validate=True)
+    except (binascii.Error, UnicodeError):
+        raise _undecodable("it is not base64 (with * - _ in place of + / =)") from None
+    try:
         inflater = zlib.decompressobj()
         doc = inflater.decompress(raw, _MAX_INFLATED)
-        if inflater.unconsumed_tail:
-            raise errors.UserSigUndecodable("UserSig is too large")
+    except zlib.error:
+        raise _undecodable("its base64 does not hold a zlib stream") from None
+    if inflater.unconsumed_tail:
+        raise _undecodable(f"it inflates to more than {_MAX_INFLATED} bytes")
+    try:
         return _decoder.decode(doc)
-    except (binascii.Error, zlib.error, msgspec.DecodeError, UnicodeError) as exc:
-        raise errors.UserSigUndecodable(f"UserSig could not be decoded: {exc}") from exc
+    except (msgspec.DecodeError, RecursionError):  # 4 KB of "[[[[…" reaches the limit
+        raise _undecodable(
+            "it does not hold the JSON document of a UserSig v2 (TLS.identifier, "
+            "TLS.sdkappid, TLS.time, TLS.expire, TLS.sig)") from None
+
+
+def expired(expires_at: int) -> errors.TimError:
+    """70001, saying when (UTC) and what to do."""
+    try:
+        when = datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):  # a time no calendar holds
+        when = f"Unix time {expires_at}"
+    return errors.UserSigExpired(
+        f"UserSig expired at {when} (TLS.time + TLS.expire): generate a new UserSig"
+    )
 
 
 def verify(usersig: str, *, sdkappid: int, identifier: str, key: str, now: float) -> VerifiedSig:
@@ -89,7 +118,7 @@ def verify(usersig: str, *, sdkappid: int, identifier: str, key: str, now: float
         )
     expires_at = doc.time + doc.expire
     if now > expires_at:
-        raise errors.UserSigExpired(f"UserSig expired at {expires_at}")
+        raise expired(expires_at)
     if doc.userbuf is not None:
         # IM sigs carry no userbuf; one that does was made for another product (TRTC).
         raise errors.UserSigVerifyFailed("UserSig carries a userbuf, which IM does not accept")
@@ -133,7 +162,7 @@ class SigCache:
         if hit is not None and hit.sdkappid == sdkappid and hit.identifier == identifier:
             if now > hit.expires_at:
                 del self._entries[(usersig, key)]
-                raise errors.UserSigExpired(f"UserSig expired at {hit.expires_at}")
+                raise expired(hit.expires_at)
             return hit
         verified = verify(usersig, sdkappid=sdkappid, identifier=identifier, key=key, now=now)
         if len(self._entries) >= self._max:

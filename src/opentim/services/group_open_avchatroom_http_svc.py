@@ -15,6 +15,7 @@ from opentim.online import require_online_list_group
 from opentim.presence.base import MARK_ALWAYS_ONLINE, MARK_HIDDEN, MIN_CUSTOM_MARK
 from opentim.presence.errors import InvalidCursorError
 from opentim.protocol.dispatch import command, service
+from opentim.protocol.fields import Int64, NonNegInt64, UInt32
 from opentim.runtime import Context
 
 SERVICE = service(
@@ -41,16 +42,14 @@ def check_mark(mark: int) -> int:
 
 class GetMembers(msgspec.Struct):
     GroupId: str
-    Timestamp: int
-    Mark: int | None = None
+    Timestamp: NonNegInt64
+    Mark: UInt32 | None = None
 
 
 @command(SERVICE, "get_members", GetMembers)
 async def get_members(ctx: Context, req: GetMembers) -> dict[str, Any]:
     runtime = ctx.runtime
     await require_online_list_group(runtime.group_types, ctx.sdkappid, req.GroupId)
-    if req.Timestamp < 0:
-        raise errors.InvalidParameter("Timestamp must be 0 or a NextTimestamp returned earlier")
     mark = None if req.Mark is None else check_mark(req.Mark)
     if ctx.app.has_online_member_list:
         cursor, limit, cap = req.Timestamp, PAGE_SIZE, LIST_CAP
@@ -68,12 +67,12 @@ async def get_members(ctx: Context, req: GetMembers) -> dict[str, Any]:
 
 class MemberMarks(msgspec.Struct):
     Member_Account: str
-    Marks: list[int]
+    Marks: list[UInt32]
 
 
 class ModifyUserInfo(msgspec.Struct):
     GroupId: str
-    CommandType: int
+    CommandType: Int64
     MemberList: list[MemberMarks]
 
 

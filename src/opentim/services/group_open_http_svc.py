@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
@@ -38,7 +38,9 @@ from opentim import errors
 from opentim.domain import groups as rules
 from opentim.domain.groups import Group, GroupType, Member, MemberResult, Role
 from opentim.events import GroupDestroyed, MembersExited, MembersJoined
+from opentim.protocol.body import nesting_exceeds
 from opentim.protocol.dispatch import command, service
+from opentim.protocol.fields import INT64_MAX, Int64, NonNegInt64, UInt32
 from opentim.runtime import Context
 from opentim.storage.base import GroupMessage, NewMembers
 
@@ -54,6 +56,7 @@ DELETE_MEMBER_MAX = 100
 GROUP_INFO_MAX = 50
 MEMBER_INFO_LIMIT_MAX = 6000
 GROUP_LIST_LIMIT_MAX = 10000
+ACCOUNT_MAX_BYTES = 32  # a UserID (im_open_login_svc)
 
 
 async def load_group(ctx: Context, group_id: str) -> Group:
@@ -91,16 +94,16 @@ class CreateGroup(msgspec.Struct):
     Introduction: str = ""
     Notification: str = ""
     FaceUrl: str = ""
-    MaxMemberCount: int | None = None
+    MaxMemberCount: Int64 | None = None
     ApplyJoinOption: str | None = None
     InviteJoinOption: str | None = None
     AppDefinedData: list[KeyValue] = []
     MemberList: list[InitialMember] = []
-    SupportTopic: int = 0
+    SupportTopic: Int64 = 0
 
 
 class ImportGroup(CreateGroup):
-    CreateTime: int | None = None
+    CreateTime: Int64 | None = None
 
 
 def _app_defined(items: list[KeyValue]) -> dict[str, str]:
@@ -208,7 +211,8 @@ def _initial_members(req: CreateGroup, join_time: int) -> list[Member]:
         role = Role.MEMBER if item.Role is None else item.Role
         if role not in (Role.ADMIN, Role.MEMBER):
             raise errors.InvalidParameter(
-                f"Role {item.Role!r} of {item.Member_Account!r} must be Admin or Member"
+                f"Role {errors.shown(item.Role)} of {errors.shown(item.Member_Account)} "
+                "must be Admin or Member"
             )
         if item.Member_Account and item.Member_Account not in members:
             members[item.Member_Account] = Member(
@@ -365,8 +369,8 @@ async def _group_info_item(ctx: Context, group: Group, filt: ResponseFilter) -> 
 
 class GetGroupMemberInfo(msgspec.Struct):
     GroupId: str
-    Limit: int | None = None
-    Offset: int = 0
+    Limit: Int64 | None = None
+    Offset: NonNegInt64 = 0
     Next: str = ""
     MemberInfoFilter: list[str] | None = None
     MemberRoleFilter: list[str] = []
@@ -378,12 +382,22 @@ def _encode_next(member: Member) -> str:
 
 
 def _decode_next(token: str) -> tuple[int, str]:
+    """The (join time, account) of a Next this server returned; 10004 for anything else.
+
+    The token is client input that the NUL and integer checks of the body cannot see into,
+    so its parts are held to what a member row can hold before they reach SQL.
+    """
     try:
-        join_time, _, account = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        return int(join_time), account
+        text = base64.urlsafe_b64decode(token.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise errors.InvalidParameter(f"Next {token!r} is not a value this server returned") \
-            from None
+        text = ""
+    join_time, _, account = text.partition(":")
+    if (join_time.isascii() and join_time.isdigit() and len(join_time) <= 19
+            and int(join_time) <= INT64_MAX and account and account.isprintable()
+            and len(account.encode()) <= ACCOUNT_MAX_BYTES):
+        return int(join_time), account
+    raise errors.InvalidParameter(
+        f"Next {errors.shown(token)} is not a value this server returned")
 
 
 @command(SERVICE, "get_group_member_info", GetGroupMemberInfo)
@@ -395,11 +409,9 @@ async def get_group_member_info(ctx: Context, req: GetGroupMemberInfo) -> dict[s
         )
     if req.Limit is not None and not 0 <= req.Limit <= MEMBER_INFO_LIMIT_MAX:
         raise errors.InvalidParameter(f"Limit must be between 0 and {MEMBER_INFO_LIMIT_MAX}")
-    if req.Offset < 0:
-        raise errors.InvalidParameter("Offset must not be negative")
     for role in req.MemberRoleFilter:
         if role not in {r.value for r in Role}:
-            raise errors.InvalidParameter(f"MemberRoleFilter has unknown role {role!r}")
+            raise errors.InvalidParameter(f"MemberRoleFilter has unknown role {errors.shown(role)}")
     limit = req.Limit or None  # 0 or absent: every member
     community = group.type is GroupType.COMMUNITY
     members = await ctx.store.get_members(
@@ -425,8 +437,8 @@ async def get_group_member_info(ctx: Context, req: GetGroupMemberInfo) -> dict[s
 
 
 class GetAppidGroupList(msgspec.Struct):
-    Limit: int = GROUP_LIST_LIMIT_MAX
-    Next: int = 0
+    Limit: Int64 = GROUP_LIST_LIMIT_MAX
+    Next: NonNegInt64 = 0
     GroupType: str | None = None
 
 
@@ -434,8 +446,6 @@ class GetAppidGroupList(msgspec.Struct):
 async def get_appid_group_list(ctx: Context, req: GetAppidGroupList) -> dict[str, Any]:
     if not 0 < req.Limit <= GROUP_LIST_LIMIT_MAX:
         raise errors.InvalidParameter(f"Limit must be between 1 and {GROUP_LIST_LIMIT_MAX}")
-    if req.Next < 0:
-        raise errors.InvalidParameter("Next must not be negative")
     group_type = rules.parse_group_type(req.GroupType) if req.GroupType else None
     page = await ctx.store.list_groups(ctx.sdkappid, limit=req.Limit, offset=req.Next,
                                        group_type=group_type)
@@ -456,7 +466,7 @@ class AccountRef(msgspec.Struct):
 class AddGroupMember(msgspec.Struct):
     GroupId: str
     MemberList: list[AccountRef]
-    Silence: int = 0
+    Silence: Int64 = 0
 
 
 @command(SERVICE, "add_group_member", AddGroupMember)
@@ -484,7 +494,7 @@ async def add_group_member(ctx: Context, req: AddGroupMember) -> dict[str, Any]:
 class DeleteGroupMember(msgspec.Struct):
     GroupId: str
     MemberToDel_Account: list[str]
-    Silence: int = 0
+    Silence: Int64 = 0
     Reason: str = ""
 
 
@@ -538,8 +548,8 @@ IMPORT_MEMBER_MAX = 300  # seed 002; older pages say 100 or 20 (protocol.md §9)
 class ImportedMember(msgspec.Struct):
     Member_Account: str
     Role: str | None = None
-    JoinTime: int | None = None
-    UnreadMsgNum: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    JoinTime: Int64 | None = None
+    UnreadMsgNum: NonNegInt64 | None = None
 
 
 class ImportGroupMember(msgspec.Struct):
@@ -617,7 +627,8 @@ def _replies(accounts: list[str], results: dict[str, int]) -> list[dict[str, Any
 
 MSG_BODY_MAX_BYTES = 12 * 1024
 IMPORT_MSG_MAX = 7
-_U32 = msgspec.Meta(ge=0, le=4294967295)
+# A TIMRelayElem (merged messages) nests about 6 levels per relay: 32 allows 5 relays deep.
+MSG_CONTENT_MAX_DEPTH = 32
 MSG_TYPES = frozenset({
     "TIMTextElem", "TIMLocationElem", "TIMFaceElem", "TIMCustomElem", "TIMSoundElem",
     "TIMImageElem", "TIMFileElem", "TIMVideoFileElem", "TIMRelayElem",
@@ -632,7 +643,7 @@ class MsgElem(msgspec.Struct):
 
 class SendGroupMsg(msgspec.Struct):
     GroupId: str
-    Random: Annotated[int, _U32]
+    Random: UInt32
     MsgBody: list[MsgElem]
     From_Account: str | None = None
 
@@ -644,7 +655,12 @@ def _message_body(elems: list[MsgElem]) -> tuple[list[dict[str, Any]], bool]:
     body = []
     for elem in elems:
         if elem.MsgType not in MSG_TYPES:
-            raise errors.InvalidParameter(f"MsgType {elem.MsgType!r} is not supported")
+            raise errors.InvalidParameter(f"MsgType {errors.shown(elem.MsgType)} is not supported")
+        if nesting_exceeds(elem.MsgContent, MSG_CONTENT_MAX_DEPTH):
+            # Stored as JSON and encoded again on the way to the database: a bound here keeps
+            # that encoding far from the interpreter's recursion limit.
+            raise errors.InvalidParameter(
+                f"MsgContent nests arrays and objects more than {MSG_CONTENT_MAX_DEPTH} deep")
         if elem.MsgType == "TIMTextElem" and not isinstance(elem.MsgContent.get("Text"), str):
             raise errors.InvalidParameter("a TIMTextElem needs MsgContent.Text, a string")
         body.append({"MsgType": elem.MsgType, "MsgContent": elem.MsgContent})
@@ -674,15 +690,15 @@ async def send_group_msg(ctx: Context, req: SendGroupMsg) -> dict[str, Any]:
 
 class ImportedMsg(msgspec.Struct):
     From_Account: str
-    SendTime: int
+    SendTime: Int64
     MsgBody: list[MsgElem]
-    Random: Annotated[int, _U32] = 0
+    Random: UInt32 = 0
 
 
 class ImportGroupMsg(msgspec.Struct):
     GroupId: str
     MsgList: list[ImportedMsg]
-    RecentContactFlag: int = 0  # no conversation lists here: accepted and ignored
+    RecentContactFlag: Int64 = 0  # no conversation lists here: accepted and ignored
     TopicId: str | None = None
 
 
@@ -696,6 +712,12 @@ async def import_group_msg(ctx: Context, req: ImportGroupMsg) -> dict[str, Any]:
         raise errors.InvalidParameter(f"MsgList has more than {IMPORT_MSG_MAX} messages")
     if req.TopicId:
         raise errors.InvalidParameter("topics are not supported: leave TopicId out")
+    for m in req.MsgList:
+        # Not checked against the accounts (history may name gone users), but it is stored.
+        if len(m.From_Account.encode()) > ACCOUNT_MAX_BYTES:
+            raise errors.InvalidParameter(
+                f"From_Account {errors.shown(m.From_Account)} is longer than "
+                f"{ACCOUNT_MAX_BYTES} bytes: no UserID is")
     bodies = [_message_body(m.MsgBody) for m in req.MsgList]
     group = await load_group(ctx, req.GroupId)
     if group.type is GroupType.AVCHATROOM:
@@ -717,7 +739,7 @@ async def import_group_msg(ctx: Context, req: ImportGroupMsg) -> dict[str, Any]:
 class SetUnreadMsgNum(msgspec.Struct):
     GroupId: str
     Member_Account: str
-    UnreadMsgNum: Annotated[int, msgspec.Meta(ge=0)]
+    UnreadMsgNum: NonNegInt64
 
 
 @command(SERVICE, "set_unread_msg_num", SetUnreadMsgNum)

@@ -1,6 +1,7 @@
 """``v4/im_open_login_svc``: importing, checking and deleting accounts (protocol.md §3).
 
-Account imports are silent: they emit nothing on the event bus.
+Account imports are silent: they emit nothing on the event bus. account_delete emits
+AccountsDeleted for the accounts that existed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 import msgspec
 
 from opentim import errors
+from opentim.events import AccountsDeleted
 from opentim.protocol.dispatch import command, service
 from opentim.runtime import Context
 from opentim.storage.base import AccountProfile
@@ -29,10 +31,11 @@ BATCH_MAX = 100
 def check_user_id(user_id: str) -> str:
     if not user_id or len(user_id.encode()) > USER_ID_MAX_BYTES:
         raise errors.AccountInvalidParams(
-            f"UserID {user_id!r} must be 1 to {USER_ID_MAX_BYTES} bytes"
+            f"UserID {errors.shown(user_id)} must be 1 to {USER_ID_MAX_BYTES} bytes"
         )
     if not user_id.isprintable():
-        raise errors.AccountInvalidParams(f"UserID {user_id!r} contains unprintable characters")
+        raise errors.AccountInvalidParams(
+            f"UserID {errors.shown(user_id)} contains unprintable characters")
     return user_id
 
 
@@ -118,12 +121,24 @@ class AccountDelete(msgspec.Struct):
 
 @command(SERVICE, "account_delete", AccountDelete)
 async def account_delete(ctx: Context, req: AccountDelete) -> dict[str, Any]:
+    """Tencent: deleting an account deletes its relationships, profile, groups and
+    conversations too (account_delete, cloud.tencent.com/document/product/269/36443).
+
+    Here: the account, its memberships (roles, unread counts) and its ownerships go in one
+    transaction; then AccountsDeleted closes its connections and takes it out of online
+    lists in every process (the gateway subscribes).
+    """
     ids = _batch_ids(req.DeleteItem, "DeleteItem")
-    known = await ctx.store.existing_accounts(ctx.sdkappid, ids)
-    await ctx.store.delete_accounts(ctx.sdkappid, ids)
+    deleted = await ctx.store.delete_accounts(ctx.sdkappid, ids)
+    if deleted:
+        await ctx.runtime.events.emit(AccountsDeleted(
+            ctx.sdkappid, tuple(u for u in dict.fromkeys(ids) if u in deleted),
+            int(ctx.now * 1000), ctx.origin,
+        ))
+    missing = errors.AccountNotExist
     return {"ResultItem": [
-        {"UserID": uid, "ResultCode": 0 if uid in known else 70107,
-         "ResultInfo": "" if uid in known else "account does not exist"}
+        {"UserID": uid, "ResultCode": 0, "ResultInfo": ""} if uid in deleted
+        else {"UserID": uid, "ResultCode": missing.code, "ResultInfo": missing.default_info}
         for uid in ids
     ]}
 

@@ -75,7 +75,12 @@ class AccountStore(Protocol):
 
     async def existing_accounts(self, sdkappid: int, user_ids: Sequence[str]) -> set[str]: ...
 
-    async def delete_accounts(self, sdkappid: int, user_ids: Sequence[str]) -> None: ...
+    async def delete_accounts(self, sdkappid: int, user_ids: Sequence[str]) -> set[str]:
+        """Delete accounts, their group memberships and ownerships; returns those that existed.
+
+        Atomic: the memberships go in the same transaction, with each group's member count;
+        groups they owned stay, with no owner.
+        """
 
     async def get_profiles(self, sdkappid: int,
                            user_ids: Sequence[str]) -> dict[str, tuple[str, str]]:

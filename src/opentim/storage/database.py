@@ -26,7 +26,7 @@ import asyncpg
 import msgspec
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -45,6 +45,9 @@ from opentim.storage.pg_reader import plan as compile_plan
 from opentim.storage.schema import metadata
 
 DEFAULT_DB_URL = "sqlite:///./opentim.db"
+# PostgreSQL advisory lock held while migrating (any constant; it names OpenTIM's lock among
+# the database's advisory locks): "opentim!" as a big-endian int64.
+MIGRATION_LOCK_KEY = int.from_bytes(b"opentim!", "big", signed=True)
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -112,9 +115,26 @@ class Database:
             event.listen(self._inline, "connect", _sqlite_pragmas)
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest migration (safe to call on every start)."""
-        async with self.engine.begin() as conn:
+        """Bring the schema to the newest migration (safe to call on every start, and from
+        several processes at once).
+
+        Two processes starting together on a new database would otherwise both see no
+        ``alembic_version`` table and both create it (PostgreSQL: a duplicate key on its
+        row type; SQLite: "table apps already exists"). So the whole upgrade runs in one
+        transaction that first takes a database-wide lock: a transaction-level advisory
+        lock on PostgreSQL, ``BEGIN IMMEDIATE`` (the write lock) on SQLite. The second
+        process waits, then finds the schema at head and does nothing.
+        """
+        async with self.engine.connect() as conn:
+            if self.is_sqlite:
+                # (the sqlite3 module leaves DDL outside any transaction unless one is
+                # begun explicitly; busy_timeout bounds the wait for the other process)
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": MIGRATION_LOCK_KEY})
             await conn.run_sync(_upgrade)
+            await conn.commit()
 
     async def close(self) -> None:
         if self._inline is not None:
@@ -194,7 +214,9 @@ def _engine_args(url: str) -> dict[str, Any]:
         return {}
     # No pre-ping: it costs a round trip per request. A connection that died (a server
     # restart) is detected on use and the pool replaced, so only that request fails.
-    return {"pool_size": 10, "max_overflow": 10, "pool_recycle": 3600}
+    # A server that never answers fails a start (or a request) in 10 s, not asyncpg's 60.
+    return {"pool_size": 10, "max_overflow": 10, "pool_recycle": 3600,
+            "connect_args": {"timeout": 10}}
 
 
 # Reads hold a connection for one short block; SQLAlchemy's pool (writes) keeps its own.
@@ -203,11 +225,13 @@ _READ_POOL_SIZE = 10
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
+    # First, so that the pragmas below (WAL needs a lock once, on a new file) and the
+    # migration lock wait for another process instead of failing at once.
+    cursor.execute("PRAGMA busy_timeout=10000")
     # WAL lets readers run beside the writer; NORMAL sync is durable across process crashes
     # (only an OS crash may lose the last commits), the trade the embedded default makes.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -175,6 +176,8 @@ _GROUP_KEY = (groups.c.sdkappid == bindparam("app"), groups.c.group_id == bindpa
 _COUNT_MEMBERS = update(groups).where(*_GROUP_KEY).values(
     member_num=groups.c.member_num + bindparam("added")).returning(
     groups.c.member_num, groups.c.max_member_num)
+_UNCOUNT_MEMBERS = update(groups).where(*_GROUP_KEY).values(
+    member_num=groups.c.member_num - bindparam("left"))
 # Reads are marked prebuilt (every value a bind parameter): on PostgreSQL they then run as
 # SQL compiled once, straight on the driver (see database.py).
 _GET_GROUP = prebuilt(select(groups).where(*_GROUP_KEY))
@@ -302,13 +305,50 @@ class SqlStore:
         async with self.db.read() as conn:
             return await self._existing(conn, sdkappid, user_ids)
 
-    async def delete_accounts(self, sdkappid: int, user_ids: Sequence[str]) -> None:
+    async def delete_accounts(self, sdkappid: int, user_ids: Sequence[str]) -> set[str]:
+        """Delete accounts with everything they hold in groups; returns those that existed.
+
+        One transaction: the account rows, their member rows (roles, read marks and so
+        unread counts, member data) with each group's ``member_num``, and their ownerships
+        (``owner`` becomes NULL; the groups stay). Member rows go for every requested UserID,
+        existing or not, so deleting again also clears a membership left by a write that
+        raced an earlier deletion. Messages they sent stay in the groups' history.
+
+        Groups are locked first, in ID order, as every other roster removal does (see
+        "membership writes" below).
+        """
+        ids = sorted(set(user_ids))
+        members_of = and_(group_members.c.sdkappid == sdkappid,
+                          group_members.c.member.in_(ids))
         async with self.db.write() as conn:
+            existed = set((await conn.execute(
+                delete(accounts)
+                .where(accounts.c.sdkappid == sdkappid, accounts.c.user_id.in_(ids))
+                .returning(accounts.c.user_id)
+            )).scalars())
+            # ix_group_members_member: (sdkappid, member)
+            joined = list((await conn.execute(
+                select(group_members.c.group_id).where(members_of).distinct()
+            )).scalars())
+            if joined:
+                await conn.execute(self.db.locking(
+                    select(groups.c.group_id)
+                    .where(groups.c.sdkappid == sdkappid, groups.c.group_id.in_(joined))
+                    .order_by(groups.c.group_id)))
+                left = Counter((await conn.execute(
+                    delete(group_members)
+                    .where(members_of, group_members.c.group_id.in_(joined))
+                    .returning(group_members.c.group_id)
+                )).scalars())
+                if left:  # empty when concurrent removals took them all first
+                    await conn.execute(_UNCOUNT_MEMBERS, [
+                        {"app": sdkappid, "grp": group_id, "left": n}
+                        for group_id, n in sorted(left.items())])
+            # No index on owner: this reads the app's groups. Only account_delete pays it.
             await conn.execute(
-                delete(accounts).where(
-                    accounts.c.sdkappid == sdkappid, accounts.c.user_id.in_(set(user_ids))
-                )
-            )
+                update(groups).where(groups.c.sdkappid == sdkappid, groups.c.owner.in_(ids))
+                .values(owner=None))
+        return existed
 
     async def get_profiles(self, sdkappid: int,
                            user_ids: Sequence[str]) -> dict[str, tuple[str, str]]:

@@ -4,9 +4,16 @@ Each app with a callback URL gets its own bounded queue of callbacks, kept as on
 per order key (the group, or the account for State.StateChange) and a pool of senders:
 a key has at most one callback in flight, so one group's callbacks arrive in order, while
 up to ``concurrency`` different keys are sent in parallel (keys take turns, so one busy
-group cannot starve the others). When the app's queue is full a new callback is dropped,
-counted, and logged — never silently lost, never blocking. A failed attempt (timeout,
-connection error, non-200) is retried with exponential backoff before it counts as failed.
+group cannot starve the others). Senders are started when keys become ready and end when
+none is, so an idle app holds no task. When the app's queue is full, or one key already
+holds ``key_limit`` callbacks (one account's connect/close storm must leave room for every
+other account and group), a new callback is dropped, counted, and logged — never silently
+lost, never blocking. A failed attempt (timeout, connection error, non-200, a redirect,
+which is never followed) is retried with exponential backoff before it counts as failed.
+
+Nothing logged here carries a callback's query (``Sign``, ``RequestTime``), its path, or
+the text of a client exception (aiohttp puts the full URL in several): only the receiver's
+``scheme://host:port`` and a reason chosen here.
 
 The HTTP client is aiohttp: measured on this machine posting a callback to a bare local
 receiver, httpx spent ~1,300-1,500 us of CPU per POST and aiohttp ~165 us, so delivery
@@ -19,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import traceback
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +40,8 @@ import yarl
 from opentim.domain.apps import App
 from opentim.events import Event, EventBus
 from opentim.webhooks.payloads import STATE_CHANGE, Callback, callback_for
+from opentim.webhooks.resolver import GuardedResolver
+from opentim.webhooks.urls import OwnAddress, check_callback_url, origin
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +53,21 @@ class WebhookSettings:
     backoff: float = 0.5  # first retry delay; doubles each time
     concurrency: int = 32  # callbacks of one app in flight at once (distinct order keys)
     queue_size: int = 10_000  # queued callbacks per app
+    # Where this server listens (Settings.host/port): callbacks are never sent there.
+    own_host: str = ""
+    own_port: int = 0
+
+    @property
+    def key_limit(self) -> int:
+        """Callbacks one order key (an account, a group) may have queued or in flight: a
+        tenth of the app's queue, at most 1000, so one key can never fill the queue."""
+        return max(1, min(1000, self.queue_size // 10))
+
+
+# A receiver's reply is read (so the connection is reused) up to this much, else dropped.
+MAX_REPLY = 64 * 1024
+# Distinct callback URLs whose check is remembered (bounded: cleared when full).
+_CHECKED_URLS = 1024
 
 
 def sign(token: str, request_time: int) -> str:
@@ -50,7 +75,8 @@ def sign(token: str, request_time: int) -> str:
     return hashlib.sha256(f"{token}{request_time}".encode()).hexdigest()
 
 
-def callback_url(app: App, cb: Callback, now: float) -> str:
+def callback_url(app: App, cb: Callback, now: float, base: str | None = None) -> str:
+    """The URL one attempt POSTs to: ``base`` (the app's checked URL) and Tencent's query."""
     query: dict[str, str | int] = {"SdkAppid": app.sdkappid, "CallbackCommand": cb.command,
                                    "contenttype": "json"}
     if not cb.bare_query:
@@ -63,9 +89,11 @@ def callback_url(app: App, cb: Callback, now: float) -> str:
         request_time = int(now)
         query["Sign"] = sign(app.callback_token, request_time)
         query["RequestTime"] = request_time
-    assert app.callback_url is not None
-    separator = "&" if "?" in app.callback_url else "?"
-    return f"{app.callback_url}{separator}{urlencode(query)}"
+    if base is None:
+        base = app.callback_url
+    assert base is not None
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}{urlencode(query)}"
 
 
 class AppLookup(Protocol):
@@ -80,38 +108,56 @@ class _AppQueue:
 
     A key is in ``ready`` or in flight (never both, never twice) while it has callbacks;
     the sender that finishes one puts the key back at the end of ``ready`` if more wait.
+    A sender is started for a newly ready key while fewer than ``concurrency`` run, and a
+    sender ends when ``ready`` is empty: tasks and memory are bounded per app.
     """
 
     def __init__(self, dispatcher: WebhookDispatcher, sdkappid: int) -> None:
-        self.limit = dispatcher.settings.queue_size
+        settings = dispatcher.settings
+        self.dispatcher = dispatcher
+        self.sdkappid = sdkappid
+        self.limit = settings.queue_size
+        self.key_limit = settings.key_limit
+        self.concurrency = settings.concurrency
         self.pending: dict[str, deque[Item]] = {}
-        self.ready: asyncio.Queue[str] = asyncio.Queue()
+        self.ready: deque[str] = deque()
         self.count = 0  # queued + in flight
         self.idle = asyncio.Event()
         self.idle.set()
-        self.tasks = [asyncio.create_task(dispatcher._work(sdkappid, self),
-                                          name=f"opentim-webhooks-{sdkappid}-{i}")
-                      for i in range(dispatcher.settings.concurrency)]
+        self.workers = 0  # senders started and not yet ended
+        self.tasks: set[asyncio.Task[None]] = set()  # asyncio keeps tasks only weakly
 
-    def put(self, key: str, item: Item) -> bool:
+    def put(self, key: str, item: Item) -> str | None:
+        """Queue ``item``; or why it was refused (then nothing changed)."""
         if self.count >= self.limit:
-            return False
-        self.count += 1
-        self.idle.clear()
+            return "queue full"
         waiting = self.pending.get(key)
         if waiting is None:
             self.pending[key] = deque((item,))
-            self.ready.put_nowait(key)
+            self._make_ready(key)
+        elif len(waiting) >= self.key_limit:
+            return f"{len(waiting)} already queued for {key!r}"
         else:
             waiting.append(item)  # sent after the ones before it, by whoever holds the key
-        return True
+        self.count += 1
+        self.idle.clear()
+        return None
+
+    def _make_ready(self, key: str) -> None:
+        self.ready.append(key)
+        if self.workers < self.concurrency:
+            self.workers += 1
+            task = asyncio.create_task(self.dispatcher._work(self),
+                                       name=f"opentim-webhooks-{self.sdkappid}")
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     def done(self, key: str) -> None:
         waiting = self.pending[key]
         waiting.popleft()
         self.count -= 1
         if waiting:
-            self.ready.put_nowait(key)
+            self.ready.append(key)  # the sender finishing this one takes it next
         else:
             del self.pending[key]
             if not self.count:
@@ -128,14 +174,40 @@ class WebhookDispatcher:
         self._queues: dict[int, _AppQueue] = {}
         self._closed = False
         self._http: aiohttp.ClientSession | None = None  # made on first use, in the loop
+        self._own = OwnAddress(self.settings.own_host, self.settings.own_port)
+        # stored callback URL -> (the URL to use, None) or (None, why it is refused)
+        self._checked: dict[str, tuple[str | None, str]] = {}
         events.subscribe(self.on_event)
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
             self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(resolver=GuardedResolver(self._own)),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                # The reply is never used: not inflating it keeps a compressed bomb small.
+                auto_decompress=False,
                 headers={"content-type": "application/json"})
         return self._http
+
+    def _target(self, sdkappid: int, stored: str) -> str | None:
+        """The checked form of an app's stored callback URL, or None when it is refused.
+
+        Checked once per distinct URL (rows written by older versions were never checked),
+        so an attempt costs a dict lookup; a refusal is logged once, without the query.
+        """
+        checked = self._checked.get(stored)
+        if checked is None:
+            try:
+                checked = (check_callback_url(stored, self._own), "")
+            except ValueError as exc:
+                checked = (None, str(exc))
+                log.warning("webhooks of app %s: callback URL %s refused (%s); its callbacks "
+                            "fail until `opentim app update --callback-url` replaces it",
+                            sdkappid, origin(stored), exc)
+            if len(self._checked) >= _CHECKED_URLS:
+                self._checked.clear()
+            self._checked[stored] = checked
+        return checked[0]
 
     def on_event(self, event: Event) -> None:
         cb = callback_for(event)
@@ -149,8 +221,9 @@ class WebhookDispatcher:
         queue = self._queues.get(app.sdkappid)
         if queue is None:
             queue = self._queues[app.sdkappid] = _AppQueue(self, app.sdkappid)
-        if not queue.put(cb.order_key, (cb, msgspec.json.encode(cb.body))):
-            self._drop(app.sdkappid, f"queue full: dropped {cb.command} {cb.order_key}")
+        refused = queue.put(cb.order_key, (cb, msgspec.json.encode(cb.body)))
+        if refused is not None:
+            self._drop(app.sdkappid, f"{refused}: dropped {cb.command}")
 
     def _drop(self, sdkappid: int, why: str) -> None:
         self.metrics[(sdkappid, "dropped")] += 1
@@ -158,22 +231,28 @@ class WebhookDispatcher:
         if dropped == 1 or dropped % 1000 == 0:
             log.warning("webhooks of app %s: %s (%d dropped so far)", sdkappid, why, dropped)
 
-    async def _work(self, sdkappid: int, queue: _AppQueue) -> None:
-        while True:
-            key = await queue.ready.get()
-            cb, body = queue.pending[key][0]
-            try:
-                await self._deliver(cb, body)
-            except Exception:  # a sender must outlive any one callback
-                self.metrics[(sdkappid, "failed")] += 1
-                log.exception("webhook delivery to app %s failed", sdkappid)
-            finally:
-                queue.done(key)
+    async def _work(self, queue: _AppQueue) -> None:
+        try:
+            while queue.ready:
+                key = queue.ready.popleft()
+                cb, body = queue.pending[key][0]
+                try:
+                    await self._deliver(cb, body)
+                except Exception as exc:  # a sender must outlive any one callback
+                    self.metrics[(queue.sdkappid, "failed")] += 1
+                    # The frames, not the message: an exception's text may hold the URL.
+                    log.error("webhook delivery to app %s failed: %s\n%s", queue.sdkappid,
+                              type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+                finally:
+                    queue.done(key)
+        finally:
+            queue.workers -= 1  # with no await since ``ready`` was seen empty
 
     async def _deliver(self, cb: Callback, body: bytes) -> None:
         sdkappid = cb.sdkappid
         delay = self.settings.backoff
         problem = ""
+        base: str | None = None
         for attempt in range(self.settings.retries + 1):
             if attempt:
                 self.metrics[(sdkappid, "retried")] += 1
@@ -185,20 +264,33 @@ class WebhookDispatcher:
             if app is None or not app.callback_url:
                 self._drop(sdkappid, f"callback URL removed: dropped {cb.command}")
                 return
+            base = self._target(sdkappid, app.callback_url)
+            if base is None:  # refused: no attempt will ever be made to it
+                self.metrics[(sdkappid, "failed")] += 1
+                return
             try:
                 # encoded=True: the query is already percent-encoded, send it as it is.
-                url = yarl.URL(callback_url(app, cb, self.clock()), encoded=True)
-                async with self._session().post(url, data=body) as response:
-                    await response.read()  # so the connection is reused
-                    if response.status == 200:
-                        self.metrics[(sdkappid, "sent")] += 1
-                        return
-                    problem = f"HTTP {response.status}"
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+                url = yarl.URL(callback_url(app, cb, self.clock(), base), encoded=True)
+                async with self._session().post(url, data=body,
+                                                allow_redirects=False) as response:
+                    status = response.status
+                    await _discard_reply(response)
+                if status == 200:
+                    self.metrics[(sdkappid, "sent")] += 1
+                    return
+                problem = f"HTTP {status}"
+                if 300 <= status < 400:
+                    problem += " (redirects are not followed: give the final URL)"
+            except TimeoutError:
+                problem = f"no answer within {self.settings.timeout} s"
+            except aiohttp.ClientConnectorError as exc:
+                # Socket-level: names host:port at most, never the path or query.
+                problem = f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+            except (aiohttp.ClientError, ValueError) as exc:
+                problem = type(exc).__name__  # their text may hold the full URL
         self.metrics[(sdkappid, "failed")] += 1
-        log.warning("webhook %s to app %s failed after %d attempts (%s)",
-                    cb.command, sdkappid, self.settings.retries + 1, problem)
+        log.warning("webhook %s to app %s at %s failed after %d attempts (%s)",
+                    cb.command, sdkappid, origin(base or ""), self.settings.retries + 1, problem)
 
     def queued(self) -> int:
         """Callbacks of every app waiting to be sent or being sent."""
@@ -219,14 +311,19 @@ class WebhookDispatcher:
                 self.metrics[(sdkappid, "dropped")] += queue.count
                 log.warning("shutting down: %d queued webhooks of app %s not delivered",
                             queue.count, sdkappid)
-            for task in queue.tasks:
+            tasks = list(queue.tasks)
+            for task in tasks:
                 task.cancel()
-            for task in queue.tasks:
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._queues.clear()
         if self._http is not None:
             await self._http.close()
+
+    def senders(self) -> int:
+        """Sender tasks running across every app (at most ``concurrency`` per app)."""
+        return sum(queue.workers for queue in self._queues.values())
 
     def prometheus(self) -> str:
         lines = ["# TYPE opentim_webhook_deliveries_total counter"]
@@ -235,3 +332,17 @@ class WebhookDispatcher:
                          f'outcome="{outcome}"}} {count}')
         lines += ["# TYPE opentim_webhook_queued gauge", f"opentim_webhook_queued {self.queued()}"]
         return "\n".join(lines) + "\n"
+
+
+async def _discard_reply(response: aiohttp.ClientResponse) -> None:
+    """Read the (unused) reply so its connection can be reused; past ``MAX_REPLY`` bytes
+    drop the connection instead: a receiver must not make us read without end."""
+    left = MAX_REPLY
+    while not response.content.at_eof():
+        chunk = await response.content.readany()
+        if not chunk:
+            return
+        left -= len(chunk)
+        if left < 0:
+            response.close()
+            return
