@@ -36,6 +36,7 @@ from opentim.client.session import gateway_url
 from opentim.domain.apps import App
 from opentim.events import AccountsDeleted, ConnectionStateChanged, MemberStateChanged
 from opentim.gateway import endpoint, limits
+from opentim.settings import Settings
 from tests.conftest import (
     LiveServer,
     create_group,
@@ -186,7 +187,7 @@ async def flood(client: RawClient, frames: int) -> int:
 HB = 2.0  # heartbeat timeout in these tests
 # The server's write timeout plus generous slack for a loaded 2-core machine: the bound is
 # against stalls of minutes, not a latency measurement.
-BOUND = endpoint.WRITE_TIMEOUT + 10.0
+BOUND = Settings().gateway_write_timeout + 10.0
 # Replies the stuck client never reads: far more than the kernel can buffer between the
 # two sockets (its 4 KiB receive buffer, the server's send buffer, at most tcp_wmem's 4 MiB
 # here) plus the transport's 64 KiB, so the server's writes to it stall.
@@ -261,9 +262,10 @@ def _dropped(client: RawClient):  # type: ignore[no-untyped-def]
 
 
 async def test_a_stuck_client_that_keeps_sending_is_dropped(presence_backend, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """It never goes silent, so only the write timeout can end it."""
+    """It never goes silent, so only the write timeout (3 s here) can end it."""
     async with live_server(f"sqlite:///{tmp_path}/write.db", presence_backend,
-                           heartbeat_timeout=HB, push_backlog_bytes=1 << 30) as live:
+                           heartbeat_timeout=HB, push_backlog_bytes=1 << 30,
+                           gateway_write_timeout=3.0) as live:
         app = await live.new_app(rate_limit=0)
         async with live.client(app) as tim:
             await import_accounts(tim, "stuck")
@@ -397,6 +399,23 @@ def test_the_connection_limits_follow_tencents_multi_instance_rule() -> None:
     assert limits.to_kick(existing[:3], "Web") == []
 
 
+async def test_the_connection_limits_are_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async with live_server(f"sqlite:///{tmp_path}/caps.db", "memory",
+                           max_web_connections_per_account=2,
+                           max_device_connections_per_account=1) as live:
+        app = await live.new_app(rate_limit=0)
+        async with live.client(app) as tim:
+            await import_accounts(tim, "u")
+        async with contextlib.AsyncExitStack() as stack:
+            web = [await stack.enter_async_context(live.connect(app, "u")) for _ in range(2)]
+            phone = await stack.enter_async_context(live.connect(app, "u", platform="iOS"))
+            await stack.enter_async_context(live.connect(app, "u", platform="iOS"))
+            await closed_with(phone, endpoint.CLOSE_LOGGED_IN_ELSEWHERE)
+            await stack.enter_async_context(live.connect(app, "u", platform="Web"))
+            await closed_with(web[0], endpoint.CLOSE_LOGGED_IN_ELSEWHERE)
+            await web[1].heartbeat()
+
+
 async def test_an_account_over_its_connection_limit_kicks_its_oldest(live: LiveServer) -> None:
     app = await live.new_app(rate_limit=0)
     async with live.client(app) as tim:
@@ -404,9 +423,9 @@ async def test_an_account_over_its_connection_limit_kicks_its_oldest(live: LiveS
         group_id = await create_group(tim, "AVChatRoom")
         async with contextlib.AsyncExitStack() as stack:
             web = [await stack.enter_async_context(live.connect(app, "u"))
-                   for _ in range(limits.MAX_WEB_CONNECTIONS)]
+                   for _ in range(Settings().max_web_connections_per_account)]
             phones = [await stack.enter_async_context(live.connect(app, "u", platform="Android"))
-                      for _ in range(limits.MAX_DEVICE_CONNECTIONS)]
+                      for _ in range(Settings().max_device_connections_per_account)]
             other = await stack.enter_async_context(live.connect(app, "v"))
             await web[0].join_group(group_id)
             newest = await stack.enter_async_context(live.connect(app, "u", platform="Web"))

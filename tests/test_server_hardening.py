@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import re
 import resource
 import signal
@@ -34,7 +35,7 @@ from TLSSigAPIv2 import TLSSigAPIv2
 from opentim.client import connect
 from opentim.client.rest import RestClient
 from opentim.client.session import gateway_url
-from opentim.redact import redact
+from opentim.redact import FLOOD_INTERVAL, RedactSecrets, redact
 from tests.conftest import (
     PG_URL,
     create_group,
@@ -212,6 +213,28 @@ async def test_a_full_session_logs_no_secret(log_level: str, tmp_path: Path) -> 
     for secret in [*sigs, key, token, *receiver.signs]:
         for form in {secret, quote(secret), quote(secret, safe="")}:
             assert form not in text, f"{form[:12]}… in the log"
+
+
+def test_floods_of_client_fault_warnings_are_held_back() -> None:
+    """Any client can make uvicorn warn once per malformed request: at most one line of
+    each kind per FLOOD_INTERVAL reaches the log, saying how many were held back."""
+    now = [0.0]
+    filt = RedactSecrets(clock=lambda: now[0])
+
+    def passes(msg: str) -> bool:
+        return filt.filter(logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1,
+                                             msg, None, None))
+
+    assert passes("Invalid HTTP request received.")
+    assert not any(passes("Invalid HTTP request received.") for _ in range(500))
+    assert passes("Unsupported upgrade request.")  # each kind on its own
+    now[0] += FLOOD_INTERVAL
+    record = logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1,
+                               "Invalid HTTP request received.", None, None)
+    assert filt.filter(record)
+    assert record.getMessage() == ("Invalid HTTP request received. (500 more like it not "
+                                   "logged since the last one)")
+    assert passes("something else") and passes("something else")  # not a client fault
 
 
 def test_redact_hides_secrets_in_every_form_the_libraries_log() -> None:
@@ -493,7 +516,36 @@ async def test_request_headers_past_the_limit_get_431(tmp_path: Path) -> None:
             assert (await http.get(f"{live.url}/v4/x")).status_code == 200
 
 
-async def test_a_client_that_leaves_its_responses_unread_is_closed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["closed", "body timeout"])
+async def test_a_cut_off_body_is_not_run(tmp_path: Path, how: str) -> None:
+    """A body that never arrives whole (the client closes, or the body timeout closes it)
+    is not decoded and run as if it were the request: nothing is imported."""
+    async with live_server(f"sqlite:///{tmp_path}/cut.db", "memory", body_timeout=1.0) as live:
+        app = await live.new_app(rate_limit=0)
+        sig = TLSSigAPIv2(app.sdkappid, app.secret_key).gen_sig("administrator")
+        body = b'{"UserID":"zed"}'
+        head = (f"POST /v4/im_open_login_svc/account_import?sdkappid={app.sdkappid}"
+                f"&identifier=administrator&usersig={sig}&random=1 HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Length: {len(body) + 50}\r\n\r\n").encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1",
+                                                       int(live.url.rsplit(":", 1)[1]))
+        writer.write(head + body)
+        await writer.drain()
+        if how == "closed":
+            await asyncio.sleep(0.3)  # the server has read what was sent
+            writer.close()
+        else:
+            async with asyncio.timeout(10):
+                assert await reader.read() == b""  # closed by the server, unanswered
+            writer.close()
+        await asyncio.sleep(0.5)
+        async with live.client(app) as tim:
+            found = await tim.ok(CHECK, {"CheckItem": [{"UserID": "zed"}]})
+        assert found["ResultItem"][0]["AccountStatus"] == "NotImported"
+
+
+async def test_a_client_that_leaves_its_responses_unread_is_closed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """2,000 pipelined calls (14 MB of replies) on a socket with a 4 KB receive buffer that
     the client does not read: the server stops waiting for it after body_timeout."""
     async with live_server(f"sqlite:///{tmp_path}/unread.db", "memory",
@@ -524,6 +576,8 @@ async def test_a_client_that_leaves_its_responses_unread_is_closed(tmp_path: Pat
         print(f"\nunread client: closed after {replies} of 2000 replies")
         assert 0 < replies < 2000
         assert live.asgi.state.http_guard.counters["send_timeout"] == 1
+    # the request that was writing stops cleanly (no write to the closed socket)
+    assert "Exception in ASGI application" not in capsys.readouterr().err
 
 
 # --- item 11: /metrics on its own listener -------------------------------------------------
@@ -538,6 +592,7 @@ async def test_metrics_are_served_only_on_their_own_listener(tmp_path: Path) -> 
             assert (await http.get(f"{live.url}/metrics")).status_code == 404
             scraped = await http.get(f"{metrics_url}/metrics")
             assert scraped.status_code == 200
+            assert "opentim_gateway_connections 0\n" in scraped.text
             assert "opentim_gateway_connections_in_groups 0" in scraped.text
             assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
             assert (await http.post(f"{metrics_url}/metrics")).status_code == 405

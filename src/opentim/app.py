@@ -14,6 +14,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 
 from opentim.gateway.endpoint import CLOSE_LEASE_LOST, gateway_endpoint, gateway_http
+from opentim.gateway.limits import ConnectionLimits
 from opentim.gateway.relay import RedisRoomRelay, RoomRelay
 from opentim.gateway.rooms import LocalRooms
 from opentim.http_guard import HttpGuard
@@ -56,7 +57,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     load_services()
     runtime = runtime or Runtime.create(settings or Settings())
 
-    rooms = LocalRooms(runtime.clock)
+    rooms = LocalRooms(runtime.clock, connection_limits=ConnectionLimits(
+        web=runtime.settings.max_web_connections_per_account,
+        device=runtime.settings.max_device_connections_per_account))
     settings = runtime.settings
     relay = RoomRelay(runtime.events, rooms) if not settings.redis else RedisRoomRelay(
         runtime.events, rooms, redis_url=settings.redis, prefix=runtime.redis_prefix,
@@ -122,6 +125,8 @@ def metrics_text(state: State) -> str:
     rooms: LocalRooms = state.rooms
     relay: RoomRelay = state.relay
     gateway = (
+        "# TYPE opentim_gateway_connections gauge\n"
+        f"opentim_gateway_connections {rooms.connection_count()}\n"
         "# TYPE opentim_gateway_connections_in_groups gauge\n"
         f"opentim_gateway_connections_in_groups {len(rooms.connections())}\n"
         "# TYPE opentim_gateway_slow_clients_closed_total counter\n"

@@ -131,9 +131,12 @@ def serve(
                         keep_alive_timeout=keep_alive_timeout)
     fds = raise_fd_limit()  # before the sockets and pools that use descriptors
     try:
-        # Everything that can fail is checked before anything is written: the addresses,
-        # the database, Redis; only then may an empty database get its development app.
+        # What can fail is checked first (the addresses, the database, Redis); only then
+        # may an empty database get its development app.
         sock = listen_socket(host, port, "--port")
+        # (--port 0: the port the system chose, for the banner and the webhooks' check
+        # that a callback URL is not this server)
+        settings = dataclasses.replace(settings, port=sock.getsockname()[1])
         metrics_sock = None if metrics_port is None else \
             listen_socket(metrics_host, metrics_port, "--metrics-port")
         asyncio.run(_prepare(settings))
@@ -199,7 +202,7 @@ def _callback_url(value: str | None) -> str | None:
         return check_callback_url(value)
     except ValueError as exc:
         # (redacted: a refused URL may carry a password or a Sign)
-        raise typer.BadParameter(f"callback URL {redact(value)!r} {exc}") from None
+        raise typer.BadParameter(f"callback URL {redact(value)!r} refused: {exc}") from None
 
 
 def _edition(value: str) -> Edition:

@@ -78,6 +78,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._send_timer: asyncio.TimerHandle | None = None
         self._in_headers = True  # between requests, or receiving a request's headers
         self._header_bytes = 0
+        self._running: Any = None  # the request whose application task runs
 
     # --- connection life -----------------------------------------------------------------
 
@@ -96,7 +97,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._disarm()
         self._cancel_send_timer()
         self.guard.waiting.pop(self, None)
+        running = self._running
         super().connection_lost(exc)
+        # uvicorn marks only the newest *parsed* request as disconnected; with pipelined
+        # requests queued behind it, the one actually running (say, waiting for the
+        # socket to drain when a send timeout closed it) would go on writing to the dead
+        # transport. Tell it too.
+        if running is not None and not running.response_complete:
+            running.disconnected = True
+            running.message_event.set()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
 
     def _evict_one(self) -> bool:
         for victim in self.guard.waiting:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Callable
 
 # Query parameters and field names whose values are secrets, compared case-insensitively:
 # OpenTIM's (usersig, Sign of a callback), and the usual names other software uses.
@@ -58,15 +60,35 @@ _GATEWAY_ACCESS_LINES = frozenset({
     "connection closed",
 })
 
+# uvicorn's warnings about a client's malformed request: one per bad request, so any client
+# could fill the log with them. At most one of each per FLOOD_INTERVAL gets through, saying
+# how many were held back since the last.
+_CLIENT_FAULT_LINES = frozenset({
+    "Invalid HTTP request received.",
+    "Unsupported upgrade request.",
+    "Invalid HTTP request: request line too long.",
+})
+FLOOD_INTERVAL = 10.0
+
 _formatter = logging.Formatter()
 
 
 class RedactSecrets(logging.Filter):
-    """A handler filter: drops the gateway's access lines, redacts everything else."""
+    """A handler filter: drops the gateway's access lines, holds back floods of uvicorn's
+    client-fault warnings, redacts everything else."""
+
+    def __init__(self, name: str = "", clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(name)
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith("uvicorn") and record.levelno == logging.INFO and \
                 record.msg in _GATEWAY_ACCESS_LINES:
+            return False
+        if record.name.startswith("uvicorn") and record.msg in _CLIENT_FAULT_LINES \
+                and not self._let_through(record):
             return False
         try:
             message = record.getMessage()
@@ -82,4 +104,16 @@ class RedactSecrets(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
+        return True
+
+    def _let_through(self, record: logging.LogRecord) -> bool:
+        now = self._clock()
+        key = str(record.msg)
+        if now - self._last.get(key, -FLOOD_INTERVAL) < FLOOD_INTERVAL:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            record.msg = f"{key} ({held} more like it not logged since the last one)"
         return True

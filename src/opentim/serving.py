@@ -39,6 +39,8 @@ def uvicorn_config(asgi: Any, settings: Settings, *, port: int | None = None,
     redacting handler too, so that every library's records go through it. The test suite
     leaves the root logger to pytest.
     """
+    if own_root_logger:
+        logging.captureWarnings(True)  # warnings too pass the redacting handler
     guard = HttpGuard(http_limits(settings, connection_limit(settings.max_connections)))
     state = getattr(asgi, "state", None)
     if state is not None:

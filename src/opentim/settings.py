@@ -37,6 +37,13 @@ class Settings:
     heartbeat_timeout: float = 30.0
     # A gateway client with more pushed bytes than this unread is closed (4010).
     push_backlog_bytes: int = 1 << 20
+    # A gateway frame the client leaves unread this long drops its connection.
+    gateway_write_timeout: float = 10.0
+    # Gateway connections one account may hold per process (Tencent's multi-instance rule:
+    # Web and Unknown share the first, each native platform has the second); a new one
+    # over the limit kicks the oldest (4012).
+    max_web_connections_per_account: int = 10
+    max_device_connections_per_account: int = 3
     # Largest gateway frame a client may send, measured after decompression.
     max_frame_bytes: int = 128 << 10
     # permessage-deflate on the gateway (off by default: see docs/client-protocol.md).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -133,6 +134,12 @@ class Session:
                 await task
 
 
+# websockets logs the request line, UserSig included, at DEBUG: its records go to a logger
+# of ours that never passes DEBUG, whatever level the application sets elsewhere.
+_WS_LOG = logging.getLogger("opentim.client.websocket")
+_WS_LOG.setLevel(logging.INFO)
+
+
 @contextlib.asynccontextmanager
 async def connect(server_url: str, *, sdkappid: int, identifier: str, usersig: str,
                   heartbeat_interval: float | None = None,
@@ -144,7 +151,7 @@ async def connect(server_url: str, *, sdkappid: int, identifier: str, usersig: s
     """
     url = gateway_url(server_url, sdkappid=sdkappid, identifier=identifier, usersig=usersig,
                       platform=platform)
-    async with ws_connect(url, max_size=1 << 22, ping_interval=None) as ws:
+    async with ws_connect(url, max_size=1 << 22, ping_interval=None, logger=_WS_LOG) as ws:
         session = Session(ws, heartbeat_interval=heartbeat_interval)
         await session._start()
         try:

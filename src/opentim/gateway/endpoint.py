@@ -7,7 +7,7 @@ and its groups see the user leave with ``HeartbeatInterrupt``.
 
 Nothing waits on a client's socket except that connection's own writer task: replies,
 pushes, notices and closes are queued (``_outbox``) and written in order. A write that
-cannot complete within ``WRITE_TIMEOUT`` means the client stopped reading; its TCP
+cannot complete within ``Settings.gateway_write_timeout`` means the client stopped reading; its TCP
 connection is then dropped, so its read loop ends and it leaves every online list.
 """
 
@@ -46,9 +46,6 @@ CLOSE_LOGGED_IN_ELSEWHERE = 4012
 KICKS = {"AccountDeleted": (CLOSE_ACCOUNT_DELETED, "account deleted"),
          "MultiInstance": (CLOSE_LOGGED_IN_ELSEWHERE, "logged in elsewhere")}
 PLATFORMS = ("Android", "iOS", "Web", "Windows", "Mac", "iPad", "Linux", "Unknown")
-# Settings-like constants (candidates for Settings: gateway_write_timeout).
-# Seconds one frame may wait for the client to make room in its receive window.
-WRITE_TIMEOUT = 10.0
 # After a connection's session ends, its socket is dropped if still open this much later
 # (uvicorn waits up to 10 s for the client's close reply, then only flushes and closes).
 CLOSE_GRACE = 15.0
@@ -82,6 +79,8 @@ class ClientConnection:
         self.presence = presence
         self.state = ConnState.OPEN
         self.logged_out = False
+        # Seconds one frame may wait for the client to make room in its receive window.
+        self._write_timeout = runtime.settings.gateway_write_timeout
         self._transport = transport.transport_of(websocket)
         # Frames not yet written; a writer task exists only while there are some.
         self._outbox: deque[bytes | _Close] = deque()
@@ -159,7 +158,7 @@ class ClientConnection:
         try:
             while self._outbox:
                 item = self._outbox.popleft()
-                async with asyncio.timeout(WRITE_TIMEOUT):
+                async with asyncio.timeout(self._write_timeout):
                     if isinstance(item, _Close):
                         self._outbox.clear()
                         await websocket.close(item.code, item.reason)
@@ -168,7 +167,7 @@ class ClientConnection:
                         await websocket.send_bytes(item)
         except TimeoutError:
             log.info("dropping connection %s of %s: a frame waited %.0f s for the client "
-                     "to read", self.presence.conn_id, self.account, WRITE_TIMEOUT)
+                     "to read", self.presence.conn_id, self.account, self._write_timeout)
             self.rooms.slow_clients_closed += 1
             self._drop()
         except Exception:  # the client is gone or going: not an error
@@ -198,7 +197,7 @@ class ClientConnection:
         writer = self._writer
         if writer is not None:
             try:
-                async with asyncio.timeout(WRITE_TIMEOUT):
+                async with asyncio.timeout(self._write_timeout):
                     await asyncio.shield(writer)
             except TimeoutError:
                 writer.cancel()
@@ -329,10 +328,10 @@ class ClientConnection:
                                for m in result.members]}
 
 
-async def _refuse(websocket: WebSocket, error: errors.TimError) -> None:
+async def _refuse(websocket: WebSocket, error: errors.TimError, write_timeout: float) -> None:
     """The error frame and close 4001, bounded: the client may already be gone."""
     try:
-        async with asyncio.timeout(WRITE_TIMEOUT):
+        async with asyncio.timeout(write_timeout):
             await websocket.send_bytes(_encode(
                 {"event": "error", "ErrorCode": error.code, "ErrorInfo": error.info}))
             await websocket.close(CLOSE_AUTH_FAILED, "authentication failed")
@@ -353,7 +352,7 @@ async def gateway_endpoint(websocket: WebSocket) -> None:
             usersig=query.get("usersig", ""), now=runtime.clock(),
         )
     except errors.TimError as exc:
-        await _refuse(websocket, exc)
+        await _refuse(websocket, exc, runtime.settings.gateway_write_timeout)
         return
     except Exception as exc:
         # Not the client's fault as far as we know, but nothing of the client's query
@@ -361,7 +360,8 @@ async def gateway_endpoint(websocket: WebSocket) -> None:
         log.warning("gateway authentication failed with %s; refused with 70500",
                     type(exc).__name__)
         log.debug("gateway authentication failed", exc_info=True)
-        await _refuse(websocket, errors.AccountInternalError("internal error, try again"))
+        await _refuse(websocket, errors.AccountInternalError("internal error, try again"),
+                      runtime.settings.gateway_write_timeout)
         return
     platform = query.get("platform", "Unknown")
     client = websocket.client

@@ -13,11 +13,12 @@ each process however it names its platforms.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 WEB_LIKE = frozenset({"Web", "Unknown"})
-# Settings-like constants (candidates for Settings: max_web_connections_per_account,
-# max_device_connections_per_account).
+# Tencent's most permissive setting; Settings.max_web_connections_per_account and
+# max_device_connections_per_account default to these.
 MAX_WEB_CONNECTIONS = 10
 MAX_DEVICE_CONNECTIONS = 3
 
@@ -34,13 +35,22 @@ def platform_class(platform: str) -> str:
     return "Web" if platform in WEB_LIKE else platform
 
 
-def cap(platform: str) -> int:
-    return MAX_WEB_CONNECTIONS if platform_class(platform) == "Web" else MAX_DEVICE_CONNECTIONS
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    web: int = MAX_WEB_CONNECTIONS  # Web and Unknown, together
+    device: int = MAX_DEVICE_CONNECTIONS  # each native platform
+
+    def cap(self, platform: str) -> int:
+        return self.web if platform_class(platform) == "Web" else self.device
 
 
-def to_kick(existing: Sequence[C], platform: str) -> list[C]:
+TENCENT_LIMITS = ConnectionLimits()
+
+
+def to_kick(existing: Sequence[C], platform: str,
+            limits: ConnectionLimits = TENCENT_LIMITS) -> list[C]:
     """The connections (oldest first, from ``existing`` in connection order) that a new
     connection on ``platform`` pushes over its platform's limit."""
     same = [c for c in existing if platform_class(c.platform) == platform_class(platform)]
-    excess = len(same) + 1 - cap(platform)
+    excess = len(same) + 1 - limits.cap(platform)
     return same[:excess] if excess > 0 else []

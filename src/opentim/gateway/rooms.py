@@ -110,8 +110,11 @@ class _Batch:
 
 class LocalRooms:
     def __init__(self, clock: Callable[[], float] = time.time,
-                 batch_interval: float = BATCH_INTERVAL) -> None:
+                 batch_interval: float = BATCH_INTERVAL,
+                 connection_limits: limits.ConnectionLimits = limits.TENCENT_LIMITS
+                 ) -> None:
         self._clock = clock
+        self._limits = connection_limits
         self._tasks: set[asyncio.Task[None]] = set()
         self._rooms: dict[tuple[int, str], set[Pushable]] = defaultdict(set)
         # Every connection by account, in connection order (dicts keep insertion order).
@@ -126,7 +129,7 @@ class LocalRooms:
         limit of its platform (to be kicked, oldest first)."""
         key = (conn.sdkappid, conn.account)
         existing = self._accounts.setdefault(key, {})
-        over = limits.to_kick(list(existing), conn.platform)
+        over = limits.to_kick(list(existing), conn.platform, self._limits)
         existing[conn] = None
         return over
 

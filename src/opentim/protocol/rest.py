@@ -28,7 +28,10 @@ class RestEndpoint:
         self.runtime = runtime
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        reply = await self._respond(scope, receive)
+        try:
+            reply = await self._respond(scope, receive)
+        except _ClientGone:
+            return  # nobody to answer, and a cut-off body must not run as if it were whole
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         await send({"type": "http.response.body", "body": reply})
 
@@ -61,20 +64,26 @@ class RestEndpoint:
             return envelope.ok(await cmd.handler(ctx, request))
         except errors.TimError as exc:
             return envelope.fail(exc.code, exc.info)
+        except _ClientGone:
+            raise
         except Exception:
             log.exception("unhandled error in %s", scope.get("path"))
             internal = cmd.service.internal_error if cmd else errors.GroupInternalError
             return envelope.fail(internal.code, "internal server error, try again")
 
     async def _read_body(self, receive: Any) -> bytes | None:
-        """The whole body, or None when it passes the size limit (then it is drained)."""
+        """The whole body, or None when it passes the size limit (then it is drained).
+
+        Raises ``_ClientGone`` when the client disconnected (or was disconnected by the
+        body timeout) before the body was complete.
+        """
         limit = self.runtime.settings.max_body_bytes
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise _ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size <= limit:
@@ -103,6 +112,10 @@ class RestEndpoint:
             )
         origin = Origin(client_ip=client[0]) if client else REST
         return Context(self.runtime, app, identifier, now, origin)
+
+
+class _ClientGone(Exception):
+    """The request's body never arrived in full."""
 
 
 def _is_random(value: str) -> bool:
