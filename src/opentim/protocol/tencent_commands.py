@@ -121,7 +121,7 @@ _SERVICES: dict[str, dict[str, str]] = {
         "modify_user_info": "https://www.tencentcloud.com/document/product/1047/50294",
         "add_robots": "https://trtc.io/document/60527",
         "del_robots": _DOC + "103785",
-        # Not on the list page; seen in Tencent's Java server SDK (shared/protocol.md §5).
+        # Not on the list page; seen in Tencent's Java server SDK.
         "modify_admin": REST_API_LIST,
         "get_admin_list": REST_API_LIST,
         "check_members": REST_API_LIST,
