@@ -304,19 +304,42 @@ def test_every_registered_command_is_a_tencent_command() -> None:
     assert [key for key in dispatch.COMMANDS if tencent_commands.doc_page(*key) is None] == []
 
 
-def test_coverage_table_lists_every_tencent_command() -> None:
+def test_coverage_page_is_the_rendered_registry() -> None:
+    """docs/rest-commands.md#coverage is exactly what the code renders; regenerate it with
+    ``python -m opentim.protocol.coverage --write`` after adding a command."""
     from pathlib import Path
 
-    from opentim.protocol import dispatch, tencent_commands
+    from opentim.protocol import coverage, dispatch, tencent_commands
 
-    dispatch.load_services()
-    doc = (Path(__file__).parents[1] / "docs" / "rest-commands.md").read_text()
-    coverage = doc[doc.index("\n## Coverage"):]
+    doc = (Path(__file__).parents[1] / "docs" / "rest-commands.md").read_text(encoding="utf-8")
+    section = coverage.section_in(doc)
+    assert section == coverage.current(), "run: python -m opentim.protocol.coverage --write"
+    # what the hand-kept table was checked for, on the page as generated
     missing = [f"{svc}/{cmd}" for svc, commands in tencent_commands.COMMANDS.items()
-               for cmd in commands if f"`{cmd}`" not in coverage or f"`{svc}`" not in coverage]
+               for cmd in commands if f"`{cmd}`" not in section or f"`{svc}`" not in section]
     assert missing == []
     for svc, cmd in dispatch.COMMANDS:
-        assert f"| `{cmd}` | yes" in coverage, (svc, cmd)
+        assert f"| `{cmd}` | yes" in section, (svc, cmd)
+
+
+def test_coverage_rendering_refuses_inputs_that_disagree() -> None:
+    from opentim.protocol import coverage, tencent_commands
+
+    tencent = {"svc": {"a": "https://trtc.io/document/1", "b": tencent_commands.REST_API_LIST}}
+    table = coverage.render(tencent, {("svc", "a")}, notes={("svc", "a"): "partly"})
+    assert "| `a` | yes (partly) | [trtc 1](https://trtc.io/document/1) |" in table
+    assert "| `b` | no | [list](" in table
+    with pytest.raises(ValueError, match="not in tencent_commands"):
+        coverage.render(tencent, {("svc", "typo")}, notes={})
+    with pytest.raises(ValueError, match="notes for commands"):
+        coverage.render(tencent, {("svc", "a")}, notes={("svc", "b"): "partly"})
+    # --write replaces the section only, whether or not another section follows it
+    page = "# T\n\n## Coverage\n\nold\n\n## Next\n\ntext\n"
+    assert coverage.replaced(page, "## Coverage\n\nnew\n") == \
+        "# T\n\n## Coverage\n\nnew\n\n## Next\n\ntext\n"
+    assert coverage.section_in(page) == "## Coverage\n\nold\n"
+    assert coverage.replaced("# T\n\n## Coverage\nold\n", "## Coverage\nnew\n") == \
+        "# T\n\n## Coverage\nnew\n"
 
 
 async def test_error_texts_say_what_to_do(server: Server, app: App) -> None:

@@ -602,3 +602,61 @@ async def test_metrics_are_served_only_on_their_own_listener(tmp_path: Path) -> 
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{live.url}/metrics")).status_code == 404
 
+
+
+# --- deployments sharing one Redis: --redis-prefix ------------------------------------------
+
+
+async def test_the_redis_prefix_keeps_deployments_apart(tmp_path: Path) -> None:
+    """A real `opentim serve --redis … --redis-prefix P`: a member online through it is
+    kept under P's keys only, and a deployment with another prefix does not list it."""
+    import redis.asyncio as aioredis
+
+    from tests.conftest import REDIS_URL, drop_redis_keys, redis_reachable
+
+    problem = await redis_reachable(REDIS_URL)
+    if problem:
+        unavailable("Redis", problem)
+    prefixes = [f"opentim-prefix-test-{uuid.uuid4().hex[:8]}-{n}" for n in range(2)]
+    db = f"sqlite:///{tmp_path}/prefix.db"
+    sdkappid, key = 1_400_777_001, "prefix-test-key"
+    create_app_row(db, sdkappid, key)
+    ports = [free_port(), free_port()]
+    sig = TLSSigAPIv2(sdkappid, key)
+    try:
+        async with serve_process(db, ports[0], "--redis", REDIS_URL, "--redis-prefix",
+                                 prefixes[0], log=tmp_path / "a.log"), \
+                serve_process(db, ports[1], "--redis", REDIS_URL, "--redis-prefix",
+                              prefixes[1], log=tmp_path / "b.log"):
+            urls = [f"http://127.0.0.1:{port}" for port in ports]
+            async with RestClient(urls[0], sdkappid=sdkappid,
+                                  usersig=sig.gen_sig("administrator")) as tim_a, \
+                    RestClient(urls[1], sdkappid=sdkappid,
+                               usersig=sig.gen_sig("administrator")) as tim_b:
+                await import_accounts(tim_a, "alice")
+                group_id = await create_group(tim_a, "AVChatRoom")
+                async with connect(urls[0], sdkappid=sdkappid, identifier="alice",
+                                   usersig=sig.gen_sig("alice")) as alice:
+                    await alice.join_group(group_id)
+                    body = {"GroupId": group_id, "Timestamp": 0}
+                    path = "group_open_avchatroom_http_svc/get_members"
+                    listed = [m["Member_Account"]
+                              for m in (await tim_a.ok(path, body))["MemberList"]]
+                    assert listed == ["alice"]
+                    assert (await tim_b.ok(path, body))["MemberList"] == []
+                    client = aioredis.Redis.from_url(REDIS_URL)
+                    try:
+                        ours = [k async for k in client.scan_iter(match=f"{prefixes[0]}*")]
+                        theirs = [k async for k in client.scan_iter(match=f"{prefixes[1]}*")]
+                    finally:
+                        await client.aclose()
+                    assert ours and all(b"alice" not in k for k in theirs)
+    finally:
+        for prefix in prefixes:
+            await drop_redis_keys(REDIS_URL, prefix)
+
+
+def test_a_redis_prefix_with_glob_characters_is_refused(tmp_path: Path) -> None:
+    done = run("serve", "--db", f"sqlite:///{tmp_path}/x.db", "--redis-prefix", "a*b")
+    assert done.returncode == 2 and "--redis-prefix" in done.stderr
+    assert "Traceback" not in done.stderr

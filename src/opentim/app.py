@@ -55,7 +55,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     that port (``metrics_socket``: already bound there, as ``opentim serve`` does); the URL
     is then ``app.state.metrics_url``."""
     load_services()
-    runtime = runtime or Runtime.create(settings or Settings())
+    if runtime is None:
+        settings = settings or Settings()
+        runtime = Runtime.create(settings, prefix=settings.redis_prefix)
 
     rooms = LocalRooms(runtime.clock, connection_limits=ConnectionLimits(
         web=runtime.settings.max_web_connections_per_account,

@@ -94,6 +94,9 @@ def serve(
     db: DbOption = DEFAULT_DB_URL,
     redis: Annotated[str | None, typer.Option(
         envvar="OPENTIM_REDIS", help="redis://… to share presence between processes")] = None,
+    redis_prefix: Annotated[str, typer.Option(
+        envvar="OPENTIM_REDIS_PREFIX", help="prefix of OpenTIM's Redis keys and channel "
+        "(the same for processes that share presence)")] = "opentim",
     heartbeat_timeout: Annotated[float, typer.Option(
         envvar="OPENTIM_HEARTBEAT_TIMEOUT", help="seconds of silence before a client is "
         "dropped")] = 30.0,
@@ -124,7 +127,10 @@ def serve(
 
     if log_level.lower() not in LOG_LEVELS:
         raise typer.BadParameter(f"one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
-    settings = Settings(db=db, redis=redis, host=host, port=port,
+    if not redis_prefix or any(c.isspace() or c in "{}*?[]" for c in redis_prefix):
+        raise typer.BadParameter("letters, digits and punctuation other than {}*?[] only, "
+                                 "no spaces", param_hint="--redis-prefix")
+    settings = Settings(db=db, redis=redis, redis_prefix=redis_prefix, host=host, port=port,
                         heartbeat_timeout=heartbeat_timeout, metrics_host=metrics_host,
                         metrics_port=metrics_port, max_connections=max_connections,
                         header_timeout=header_timeout, body_timeout=body_timeout,

@@ -12,6 +12,9 @@ from opentim.storage.database import DEFAULT_DB_URL
 class Settings:
     db: str = DEFAULT_DB_URL
     redis: str | None = None
+    # Prefix of every Redis key and of the room relay's channel: processes that share
+    # presence use the same one; deployments sharing one Redis each use their own.
+    redis_prefix: str = "opentim"
     host: str = "127.0.0.1"
     port: int = 8080
     # /metrics is served on its own listener, only when a port is set (0: any free port).

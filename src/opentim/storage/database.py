@@ -1,4 +1,8 @@
-"""The database handle: engine, migrations, and the one place dialects differ.
+"""The database handle: engine, migrations, read and write connections.
+
+What SQL the two dialects spell differently is in ``dialect.py`` (``Database.dialect``);
+this module holds the connection-level differences: how reads run and how writes are
+serialised.
 
 SQLite (the embedded default) is a single-writer database: writes are serialised by an
 asyncio lock in this process rather than left to fail with "database is locked", which is
@@ -26,12 +30,12 @@ import asyncpg
 import msgspec
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
+from opentim.storage.dialect import MIGRATION_LOCK_KEY, Dialect, dialect_for
 from opentim.storage.pg_reader import (
     PgReader,
     PgRow,
@@ -45,9 +49,6 @@ from opentim.storage.pg_reader import plan as compile_plan
 from opentim.storage.schema import metadata
 
 DEFAULT_DB_URL = "sqlite:///./opentim.db"
-# PostgreSQL advisory lock held while migrating (any constant; it names OpenTIM's lock among
-# the database's advisory locks): "opentim!" as a big-endian int64.
-MIGRATION_LOCK_KEY = int.from_bytes(b"opentim!", "big", signed=True)
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -94,13 +95,14 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(
             async_url(url), echo=echo, **_engine_args(url), **_JSON_CODEC
         )
-        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.dialect: Dialect = dialect_for(self.engine.dialect.name)
+        self.is_sqlite = self.dialect.name == "sqlite"
         # PostgreSQL reads skip BEGIN/ROLLBACK (two round trips); aiosqlite would instead
         # pay extra thread hops to switch modes.
         self._reader = self.engine if self.is_sqlite else \
             self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._inline: Engine | None = None
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._write_lock = self.dialect.write_lock()
         # PostgreSQL: asyncpg's pool for prebuilt reads, opened on first use.
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
@@ -126,13 +128,7 @@ class Database:
         process waits, then finds the schema at head and does nothing.
         """
         async with self.engine.connect() as conn:
-            if self.is_sqlite:
-                # (the sqlite3 module leaves DDL outside any transaction unless one is
-                # begun explicitly; busy_timeout bounds the wait for the other process)
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                   {"key": MIGRATION_LOCK_KEY})
+            await self.dialect.lock_for_migration(conn)
             await conn.run_sync(_upgrade)
             await conn.commit()
 
@@ -192,13 +188,11 @@ class Database:
 
     def insert(self, table: Any) -> Insert:
         """An INSERT that supports ``on_conflict_do_nothing`` on either dialect."""
-        if self.is_sqlite:
-            return sqlite.insert(table)
-        return postgresql.insert(table)
+        return self.dialect.insert(table)
 
     def locking(self, stmt: Any) -> Any:
         """Row lock for read-then-write in a transaction (SQLite relies on the write lock)."""
-        return stmt if self.is_sqlite else stmt.with_for_update()
+        return self.dialect.locking(stmt)
 
 
 # JSON columns (app-defined data, message bodies) through msgspec, which parsed them from
@@ -243,4 +237,5 @@ def _upgrade(sync_conn: Connection) -> None:
     command.upgrade(cfg, "head")
 
 
-__all__ = ["DEFAULT_DB_URL", "Database", "async_url", "metadata", "prebuilt"]
+__all__ = ["DEFAULT_DB_URL", "MIGRATION_LOCK_KEY", "Database", "async_url", "metadata",
+           "prebuilt"]

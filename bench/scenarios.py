@@ -1,0 +1,151 @@
+"""The benchmark's rows: what each one calls, with which data, against which baseline.
+
+A scenario is one entry in SCENARIOS: a REST call with its setup and baseline, measured
+under wrk on each of its backends; or, with ``special``, the name of a step in
+bench/phases.py or bench/presence_phase.py that measures a row which is not one REST call.
+docs/performance.md ("Adding a scenario") says how to add one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+# Apps every backend may get: rate limit off (used by default); one so high it never trips,
+# to price the limiter; one sending member-state webhooks to a bare receiver.
+APPS = {"off": 0, "high": 1_000_000, "hook": 0}
+PRESENCE = ("memory", "redis")
+
+
+@dataclass(frozen=True)
+class Call:
+    """A REST call: ``/v4/<path>`` with a JSON body, as app ``app``, answering ``expect``."""
+
+    path: str
+    body: dict[str, Any]
+    app: str = "off"
+    expect: int = 0  # the ErrorCode the answer must carry
+
+    def key(self) -> str:
+        return self.app + self.path + json.dumps(self.body, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    call: Call | None = None  # a REST call under wrk; None: `special` measures the row
+    alternate: Call | None = None  # wrk alternates `call` and this (set, then delete)
+    # None: bare ASGI answering the same bytes; "reencode": bare ASGI re-encoding the same
+    # document with msgspec per request; a Call: another OpenTIM call.
+    baseline: Call | str | None = None
+    redis_baseline: str = ""  # on the Redis backend: this bench/clients.py raw-Redis probe
+    setup: tuple[Call, ...] = ()  # made once per backend before any load
+    after_join: tuple[Call, ...] = ()  # made once the gateway members are online
+    backends: tuple[str, ...] = ("sqlite", "postgresql")
+    special: str = ""  # a phase step measuring the row (not one REST call under wrk)
+    # Calls leave work behind (pushes): the rate counts until the server is idle again.
+    drain: bool = False
+    connections: int = 0  # wrk connections for this row (and its baseline); 0: --connections
+
+
+USERS = [f"bench_user_{i}" for i in range(10)]
+GROUP = "bench_group"
+IMPORT_USERS = Call("im_open_login_svc/multiaccount_import",
+                    {"AccountList": [{"UserID": u} for u in USERS]})
+CREATE_GROUP = Call("group_open_http_svc/create_group", {
+    "Type": "Public", "Name": "bench", "GroupId": GROUP, "Owner_Account": USERS[0],
+    "MemberList": [{"Member_Account": u} for u in USERS[1:]]})
+ACCOUNT_CHECK = Call("im_open_login_svc/account_check", {"CheckItem": [{"UserID": USERS[0]}]})
+
+AV, MARKS, CHURN = "bench_av", "bench_marks", "bench_churn"
+# Members held online through real gateway connections: group -> (UserID prefix, count).
+# get_members reads bench_av (Mark 1000 on 500 of its 1,000); modify_user_info changes the
+# marks of bench_marks's 500, whose every call pushes marks_changed to those 500 connections.
+HELD = {AV: ("bench_m_", 1000), MARKS: ("bench_k_", 500)}
+MARKED, CHURNERS = 500, 64
+GET_MEMBERS = "group_open_avchatroom_http_svc/get_members"
+
+
+def import_accounts(prefix: str, count: int, app: str = "off") -> tuple[Call, ...]:
+    """Accounts with a nick and an avatar URL, so a 500-row page is ~60 KB, as in real rooms."""
+    return tuple(Call("im_open_login_svc/multiaccount_import", {"AccountList": [
+        {"UserID": f"{prefix}{i}", "Nick": f"Viewer {i}",
+         "FaceUrl": f"https://cdn.example.com/avatar/{i:07d}.png"}
+        for i in range(start, min(start + 100, count))]}, app=app)
+        for start in range(0, count, 100))
+
+
+def av_group(group_id: str, app: str = "off") -> Call:
+    return Call("group_open_http_svc/create_group",
+                {"Type": "AVChatRoom", "Name": "bench", "GroupId": group_id}, app=app)
+
+
+def marks(group: str, command: int, mark: int, members: range) -> Call:
+    prefix = HELD[group][0]
+    return Call("group_open_avchatroom_http_svc/modify_user_info", {
+        "GroupId": group, "CommandType": command,
+        "MemberList": [{"Member_Account": f"{prefix}{i}", "Marks": [mark]} for i in members]})
+
+
+# Distinct groups: delivery keeps each group's callbacks in order (one in flight per
+# group) and sends different groups in parallel.
+HOOK_GROUPS = tuple(f"bench_hook_{i}" for i in range(8))
+PRESENCE_SETUP = (*(c for prefix, n in HELD.values() for c in import_accounts(prefix, n)),
+                  *import_accounts("bench_c_", CHURNERS), *(av_group(g) for g in HELD),
+                  av_group(CHURN))
+HOOK_SETUP = (*import_accounts("bench_c_", CHURNERS, app="hook"),
+              *(av_group(g, app="hook") for g in HOOK_GROUPS))
+
+SCENARIOS = [
+    Scenario("REST edge: account_check, 1 UserID (auth, dispatch, envelope, 1 SELECT)",
+             ACCOUNT_CHECK, setup=(IMPORT_USERS,)),
+    Scenario("get_group_info, 1 Public group of 10 members (2 SELECTs)",
+             Call("group_open_http_svc/get_group_info", {"GroupIdList": [GROUP]}),
+             setup=(IMPORT_USERS, CREATE_GROUP)),
+    # No command yet answers without the store, so the edge alone is priced on an unknown
+    # command: fully authenticated, then refused with 10003 before any store access.
+    Scenario("edge only: group_open_http_svc/no_such_command → 10003",
+             Call("group_open_http_svc/no_such_command", {}, expect=10003)),
+    Scenario("rate limiter: account_check at 1,000,000/s (baseline: limit off)",
+             Call(ACCOUNT_CHECK.path, ACCOUNT_CHECK.body, app="high"), baseline=ACCOUNT_CHECK,
+             setup=(IMPORT_USERS,)),
+    Scenario("get_members, 500-row page of 1,000 online (gateway), without Mark",
+             Call(GET_MEMBERS, {"GroupId": AV, "Timestamp": 0}), baseline="reencode",
+             setup=PRESENCE_SETUP, after_join=(marks(AV, 1, 1000, range(MARKED)),),
+             backends=PRESENCE),
+    Scenario("get_members, Mark 1000: the 500 of 1,000 online holding it",
+             Call(GET_MEMBERS, {"GroupId": AV, "Timestamp": 0, "Mark": 1000}),
+             baseline="reencode", backends=PRESENCE),
+    Scenario("get_online_member_num, 1,000 online",
+             Call("group_open_http_svc/get_online_member_num", {"GroupId": AV}),
+             backends=PRESENCE),
+    *(Scenario(f"modify_user_info, 500 online accounts: set mark 1001, then delete it, "
+               f"{n} at a time; calls/s include pushing marks_changed to the 500 connections",
+               marks(MARKS, 1, 1001, range(500)), alternate=marks(MARKS, 2, 1001, range(500)),
+               redis_baseline="redis-marks", backends=PRESENCE, drain=True, connections=n)
+      for n in (8, 1)),
+    Scenario("import_group_member, 300 per call, 8 clients (bench/import_members.py)",
+             special="imports", backends=("sqlite, one group", "sqlite, many groups",
+                                          "postgresql, one group", "postgresql, many groups")),
+    Scenario("gateway edge: 2 heartbeat round trips, 64 connections", special="heartbeats",
+             backends=("memory",)),
+    Scenario("gateway churn: join_group + quit_group round trips, 64 connections "
+             "(members/s)", special="churn", backends=PRESENCE),
+    Scenario("join + quit latency, paced, with member-state webhooks on (baseline: off)",
+             special="hook_latency", backends=("memory",)),
+    Scenario("webhook delivery: Group.CallbackOnMemberStateChange to a local receiver",
+             special="webhooks", setup=HOOK_SETUP, backends=("memory",)),
+    # {idle}, {store}: the sizes this run measures (Suite.idle_count, Suite.store_members).
+    Scenario("{idle} idle gateway connections: server memory per connection", special="idle",
+             backends=("memory",)),
+    Scenario("{store} online in one group: memory per member (store in process, no sockets)",
+             special="store_memory", backends=PRESENCE),
+    Scenario("{store} online in one group: 500-row page latency (store in process)",
+             special="store_page", backends=PRESENCE),
+]
+
+
+def count_label(n: int) -> str:
+    """10000 -> "10k"; a count that is not whole thousands is written out (1,500)."""
+    return f"{n // 1000:,}k" if n and n % 1000 == 0 else f"{n:,}"
