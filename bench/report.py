@@ -121,19 +121,6 @@ def targets(rows: list[Row]) -> list[str]:
     return out
 
 
-def limiter_cost() -> str:
-    """The limiter's own price per call, in process (HTTP figures above carry the noise)."""
-    limiter, n = RateLimiter(), 200_000
-    costs = {}
-    for rate in (0, 1_000_000):
-        start = time.perf_counter()
-        for i in range(n):
-            limiter.allow(1, "account_check", rate, i * 1e-6)
-        costs[rate] = (time.perf_counter() - start) / n * 1e9
-    return (f"RateLimiter.allow() in process: {costs[1_000_000]:.0f} ns/call at 1,000,000/s, "
-            f"{costs[0]:.0f} ns/call with the limit off")
-
-
 def machine(versions: list[str], wrk_bin: str) -> str:
     import uvicorn
     import websockets

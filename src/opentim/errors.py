@@ -201,8 +201,8 @@ class AccountNotFound(TimError):
 
     def __init__(self, info: str | None = None, *,
                  accounts: Iterable[str] | None = None) -> None:
-        if accounts is not None:
-            names = [shown(a) for a in accounts]
+        names = [shown(a) for a in accounts or ()]
+        if names:
             info = (f"account {names[0]} has not been imported" if len(names) == 1
                     else f"accounts {', '.join(names)} have not been imported")
         super().__init__(info)
