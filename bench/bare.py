@@ -12,7 +12,7 @@ One app, four behaviours (no routing framework, auth, store or envelope in any o
   ``opentim.client.connect`` works against it), then echoes every frame back.
 * anything else: 200 with a FAIL body, which makes a wrk run against it fail.
 
-``bench/suite.py`` writes the bodies file and starts it:
+The suite (``bench/harness.py``) writes the bodies file and starts it:
 
     python bench/bare.py [--bodies FILE] --port N --log-level warning
 """

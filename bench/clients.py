@@ -1,4 +1,4 @@
-"""Client-side load and probes for bench/suite.py; each subcommand is one process.
+"""Client-side load and probes for the bench suite (bench/run); each subcommand is one process.
 
     hold    N real gateway connections (opentim.client.connect, with heartbeats), optionally
             joined to a group; prints "READY n", then holds them until killed. Exits 3 if
@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from opentim.client import Session, connect
-from opentim.presence.base import encode_row, join_rows
+from opentim.presence.rows import encode_row, join_rows
 from opentim.protocol import usersig
 
 Result = dict[str, Any]

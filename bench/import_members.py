@@ -19,7 +19,7 @@ written are the current ``group_members`` columns (src/opentim/storage/schema.py
 0002 dropped ``unread_msg_num``). Every phase has a time limit (``--timeout``). SIGINT and
 SIGTERM stop the run: the server it started is stopped and the scratch database dropped.
 With ``OPENTIM_REQUIRE_SERVICES=1`` an unreachable PostgreSQL is a failure, not a skip. The
-last line, ``BENCH [...]``, repeats the table as JSON for bench/suite.py.
+last line, ``BENCH [...]``, repeats the table as JSON for the suite (bench/phases.py).
 """
 
 from __future__ import annotations

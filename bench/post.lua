@@ -5,7 +5,7 @@
 -- With several pairs, requests cycle through them (e.g. set, then delete) and an answer
 -- passes when it equals any expected body; "matched" counts answers per pair, so a run in
 -- which one kind never came back is caught too.
--- done() prints one machine-readable line starting with "BENCH " for bench/suite.py.
+-- done() prints one machine-readable line starting with "BENCH " for bench/probes.py.
 
 local threads = {}
 local bodies, expected = {}, {}

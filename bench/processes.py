@@ -150,7 +150,8 @@ class Processes:
                     return
                 if not line:
                     break
-        raise BenchError(f"client {' '.join(map(str, proc.args))[-120:]} not ready "
+        argv = proc.args if isinstance(proc.args, list) else [proc.args]
+        raise BenchError(f"client {' '.join(map(str, argv))[-120:]} not ready "
                          f"(exit {proc.poll()}):\n{log.read_text()[-1500:]}")
 
     def stop_one(self, proc: subprocess.Popen[Any]) -> None:

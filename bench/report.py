@@ -22,6 +22,8 @@ from scenarios import Scenario
 
 @dataclass
 class Row:
+    """One line of the table: a scenario on one backend, its probes and their paired runs."""
+
     scenario: Scenario
     backend: str
     target: Probe | None = None
