@@ -350,7 +350,7 @@ async def store(args: argparse.Namespace) -> int:
     s: PresenceStore
     redis_client: Any = None
     if args.backend == "memory":
-        s = MemoryPresenceStore()
+        s = MemoryPresenceStore(background=False)
     else:
         import redis.asyncio as aioredis
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from opentim.events import AccountsDeleted
-from tests.conftest import Server, create_group, import_accounts
+from tests.helpers import Server, create_group, import_accounts
 
 
 async def _status(tim, *user_ids: str) -> dict[str, str]:
@@ -44,7 +44,7 @@ async def test_reimport_updates_given_fields_only(tim, server: Server, app) -> N
     await tim.ok("im_open_login_svc/account_import",
                  {"UserID": "u", "Nick": "N1", "FaceUrl": "F1"})
     await tim.ok("im_open_login_svc/account_import", {"UserID": "u", "Nick": "N2"})
-    profiles = await server.runtime.store.get_profiles(app.sdkappid, ["u"])
+    profiles = await server.runtime.store.accounts.profiles(app.sdkappid, ["u"])
     assert profiles == {"u": ("N2", "F1")}
 
 
@@ -55,7 +55,7 @@ async def test_multiaccount_import_both_shapes(tim, server: Server, app) -> None
     reply = await tim.ok("im_open_login_svc/multiaccount_import", {"Accounts": ["c", "d"]})
     assert reply["FailAccounts"] == []
     assert set((await _status(tim, "a", "b", "c", "d")).values()) == {"Imported"}
-    assert (await server.runtime.store.get_profiles(app.sdkappid, ["a"]))["a"][0] == "A"
+    assert (await server.runtime.store.accounts.profiles(app.sdkappid, ["a"]))["a"][0] == "A"
 
 
 async def test_multiaccount_import_reports_bad_ids(tim) -> None:

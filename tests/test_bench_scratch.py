@@ -16,7 +16,7 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
-from tests.conftest import PG_URL, REDIS_URL, unavailable
+from tests.helpers import PG_URL, REDIS_URL, unavailable
 
 BENCH = Path(os.environ.get("OPENTIM_BENCH_DIR", "")
              or Path(__file__).resolve().parents[1] / "bench")

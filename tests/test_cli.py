@@ -16,14 +16,9 @@ import pytest
 from TLSSigAPIv2 import TLSSigAPIv2
 
 from opentim.protocol import usersig
+from tests.helpers import free_port
 
 OPENTIM = [sys.executable, "-m", "opentim"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -152,7 +147,15 @@ def test_usersig_command_matches_tencents_verifier() -> None:
     assert verified.identifier == "alice"
 
 
-@pytest.mark.parametrize("bad", ["mysql://x/y", "not a url"])
-def test_unsupported_database_url(bad: str) -> None:
+@pytest.mark.parametrize(("bad", "message"), [
+    ("mysql://x/y",
+     "opentim: unsupported database URL 'mysql://x/y': use sqlite:///… or postgresql://…"),
+    ("not a url", "opentim: cannot use database not a url: "),
+])
+def test_unsupported_database_url(bad: str, message: str) -> None:
+    """A usage error: exit code 2 and one line saying what is wrong, never a traceback."""
     result = run("app", "list", "--db", bad)
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr

@@ -12,7 +12,6 @@ import itertools
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ import httpx
 import msgspec
 from TLSSigAPIv2 import TLSSigAPIv2
 
+from tests.helpers import free_port
+
 SVC = "group_open_http_svc"
 REQUESTS = 60
 REAL_PER_REQUEST = 290
@@ -31,12 +32,6 @@ GHOSTS_PER_REQUEST = 10
 CLIENTS = 6
 KILL_AFTER_ACKS = 12  # then SIGKILL, with about CLIENTS requests in flight
 OPENTIM = Path(sys.executable).with_name("opentim")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Api:

@@ -37,15 +37,15 @@ from opentim.domain.apps import App
 from opentim.events import AccountsDeleted, ConnectionStateChanged, MemberStateChanged
 from opentim.gateway import endpoint, limits
 from opentim.settings import Settings
-from tests.conftest import (
+from tests.helpers import (
     LiveServer,
     create_group,
     import_accounts,
     live_server,
     live_servers,
+    members,
     next_event,
 )
-from tests.test_online_list import members
 
 AV = "group_open_avchatroom_http_svc"
 TCP_ESTABLISHED = 1
@@ -375,7 +375,7 @@ async def test_a_connection_that_missed_the_deletion_stops_joining(live: LiveSer
         async with live.connect(app, "gone") as session:
             await session.join_group(first)
             # deleted through another process whose announcement never arrived here
-            await live.runtime.store.delete_accounts(app.sdkappid, ["gone"])
+            await live.runtime.store.accounts.delete(app.sdkappid, ["gone"])
             await session.quit_group(first)
             await session.join_group(first)  # the cached profile, within its TTL
             live.clock.advance(online.PROFILE_TTL + 1)
@@ -513,20 +513,19 @@ async def test_a_join_is_announced_to_the_joining_connection_too(processes: int,
 
 async def test_frame_ids_are_bounded(live: LiveServer) -> None:
     app = await live.new_app(rate_limit=0)
-    async with live.connect(app, "u") as session:
-        ws = session._ws
+    async with live.raw_connect(app, "u") as ws:
         echoed = [None, 0, -(1 << 63), (1 << 63) - 1, "", "x" * 64, "é" * 64]
         refused = [1 << 63, -(1 << 63) - 1, 10 ** 30, "x" * 65, 1.5, True, [1], {"a": 1}]
         cases = [(v, True) for v in echoed] + [(v, False) for v in refused]
         for value, ok in cases:
             await ws.send(json.dumps({"id": value, "cmd": "heartbeat"}))
-            reply = await asyncio.wait_for(session.events.get(), 5)
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
             if ok:
                 assert reply == {"id": value, "ErrorCode": 0, "ErrorInfo": ""}, value
             else:
                 assert reply["id"] is None and reply["ErrorCode"] == 10004, (value, reply)
         await ws.send(json.dumps({"cmd": "heartbeat"}))  # no id: a null one
-        assert (await asyncio.wait_for(session.events.get(), 5))["id"] is None
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["id"] is None
 
 
 async def test_a_compressed_frame_is_bounded_after_inflating(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -690,12 +689,14 @@ async def test_abuse_leaves_other_clients_answered(tmp_path) -> None:  # type: i
 async def test_deeply_nested_json_gets_a_parse_error(live: LiveServer, caplog) -> None:  # type: ignore[no-untyped-def]
     app = await live.new_app(rate_limit=0)
     caplog.set_level(logging.DEBUG)
-    async with live.connect(app, "u") as session:
+    async with live.raw_connect(app, "u") as ws:
         for nested in (b"[" * 1000 + b"]" * 1000, b'{"a":' * 1000 + b"1" + b"}" * 1000):
-            await session._ws.send(b'{"id":1,"cmd":"heartbeat","x":' + nested + b"}")
-            reply = await asyncio.wait_for(session.events.get(), 5)
+            await ws.send(b'{"id":1,"cmd":"heartbeat","x":' + nested + b"}")
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert reply["ErrorCode"] == 60003 and reply["id"] is None, reply
-        await session.heartbeat()
+        await ws.send(b'{"id":2,"cmd":"heartbeat"}')  # the connection still answers
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == \
+            {"id": 2, "ErrorCode": 0, "ErrorInfo": ""}
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 

@@ -10,8 +10,7 @@ from sqlalchemy import func, select
 from opentim.client.rest import RestClient
 from opentim.events import MembersJoined
 from opentim.storage.schema import group_messages
-from tests.conftest import Server, create_group, import_accounts
-from tests.test_import_group_member import old_group, roster, statements
+from tests.helpers import Server, create_group, import_accounts, old_group, roster, statements
 
 SVC = "group_open_http_svc"
 SEND = f"{SVC}/send_group_msg"
@@ -313,8 +312,6 @@ async def test_imports_emit_nothing_while_add_group_member_does(server: Server, 
 
 
 async def test_av_sender_must_be_an_imported_account(tim) -> None:
-    from tests.conftest import create_group
-
     group_id = await create_group(tim, "AVChatRoom")
     reply = await tim.call("group_open_http_svc/send_group_msg", {
         "GroupId": group_id, "From_Account": "ghost", "Random": 1,

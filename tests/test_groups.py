@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from opentim.events import GroupDestroyed, MembersExited, MembersJoined
-from tests.conftest import Server, create_group, import_accounts
+from tests.helpers import Server, create_group, import_accounts
 
 SVC = "group_open_http_svc"
 TYPES = ["Private", "Public", "ChatRoom", "AVChatRoom", "Community"]

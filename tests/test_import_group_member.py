@@ -1,46 +1,19 @@
-"""v4/group_open_http_svc/import_group_member (seed 002), on SQLite and PostgreSQL."""
+"""v4/group_open_http_svc/import_group_member, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
-from opentim.client.rest import RestClient
 from opentim.events import MembersJoined
-from tests.conftest import Server, create_group, import_accounts
+from tests.helpers import Server, create_group, import_accounts, old_group, roster, statements
 
 SVC = "group_open_http_svc"
 IMPORT = f"{SVC}/import_group_member"
 HOUR = 3600
-
-
-async def roster(tim: RestClient, group_id: str,
-                 fields: tuple[str, ...] = ("Role", "JoinTime", "UnreadMsgNum"),
-                 ) -> tuple[int, dict[str, dict[str, Any]]]:
-    """(MemberNum, account -> row) of a group, every page read."""
-    rows: dict[str, dict[str, Any]] = {}
-    body: dict[str, Any] = {"GroupId": group_id, "Limit": 6000,
-                            "MemberInfoFilter": list(fields)}
-    while True:
-        reply = await tim.ok(f"{SVC}/get_group_member_info", body)
-        rows.update((r["Member_Account"], r) for r in reply["MemberList"])
-        if not reply.get("Next"):
-            return reply["MemberNum"], rows
-        body["Next"] = reply["Next"]
-
-
-async def old_group(server: Server, tim: RestClient, group_type: str = "Public",
-                    age: int = HOUR, **fields: object) -> tuple[str, int]:
-    """A group imported with a CreateTime ``age`` seconds ago: (GroupId, CreateTime)."""
-    create_time = int(server.clock()) - age
-    reply = await tim.ok(f"{SVC}/import_group", {"Type": group_type, "Name": "g",
-                                                 "CreateTime": create_time, **fields})
-    return reply["GroupId"], create_time
 
 
 def results(reply: dict[str, Any]) -> list[tuple[str, int]]:
@@ -300,22 +273,6 @@ async def test_import_is_silent_add_is_not(server: Server, tim) -> None:
     assert [type(e) for e in server.events] == [MembersJoined]
 
 
-@contextlib.asynccontextmanager
-async def statements(server: Server) -> AsyncIterator[list[str]]:
-    """Every SQL statement the server's engine runs inside the block."""
-    seen: list[str] = []
-    engine = server.runtime.db.engine.sync_engine
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-
 async def test_a_request_is_one_transaction(server: Server, tim, monkeypatch) -> None:
     """A failure after the insert (here: the member_num update) rolls the insert back."""
     users = [f"u{i}" for i in range(10)]
@@ -391,14 +348,9 @@ async def test_concurrent_imports_respect_the_cap(tim) -> None:
 
 async def test_concurrent_imports_respect_the_cap_exactly(tim, server) -> None:
     """Imports into one group run concurrently; the cap and MemberNum stay exact."""
-    import asyncio as _asyncio
-
-    from tests.conftest import create_group as _create_group
-    from tests.conftest import import_accounts as _import_accounts
-
     users = [f"cc{i:03d}" for i in range(120)]
-    await _import_accounts(tim, *users)
-    group_id = await _create_group(tim, "Public", MaxMemberCount=50)
+    await import_accounts(tim, *users)
+    group_id = await create_group(tim, "Public", MaxMemberCount=50)
     # overlapping batches: every account appears in two requests
     batches = [users[i:i + 24] for i in range(0, 120, 12)]
 
@@ -407,7 +359,7 @@ async def test_concurrent_imports_respect_the_cap_exactly(tim, server) -> None:
             "GroupId": group_id, "MemberList": [{"Member_Account": u} for u in batch]})
         return reply["MemberList"]
 
-    replies = await _asyncio.gather(*(one(b) for b in batches))
+    replies = await asyncio.gather(*(one(b) for b in batches))
     added = [m["Member_Account"] for r in replies for m in r if m["Result"] == 1]
     assert len(added) == 50 and len(set(added)) == 50
     info = await tim.ok("group_open_http_svc/get_group_member_info", {"GroupId": group_id})

@@ -11,16 +11,21 @@ import pytest
 
 from opentim.client import GatewayError
 from opentim.domain.apps import Edition
-from tests.conftest import LiveServer, create_group, import_accounts, live_server, next_event
-from tests.test_online_list import all_pages, members, online_num, sessions
+from tests.helpers import (
+    LiveServer,
+    all_pages,
+    create_group,
+    eventually,
+    import_accounts,
+    live_server,
+    members,
+    modify,
+    next_event,
+    online_num,
+    sessions,
+)
 
 AV = "group_open_avchatroom_http_svc"
-
-
-async def modify(tim, group_id: str, command_type: int, *items: tuple[str, list[int]]) -> dict:
-    return await tim.call(f"{AV}/modify_user_info", {
-        "GroupId": group_id, "CommandType": command_type,
-        "MemberList": [{"Member_Account": a, "Marks": m} for a, m in items]})
 
 
 async def listed(tim, group_id: str, **body) -> list[str]:
@@ -101,7 +106,12 @@ async def test_500_survives_disconnect_then_expires(room) -> None:
     async with live.connect(app, "u0") as session:
         await session.join_group(group_id)
         await modify(tim, group_id, 1, ("u0", [500, 1000]))
-    await asyncio.sleep(0.2)  # let the server see the close
+        assert await listed(tim, group_id, Mark=1000) == ["u0"]
+
+    async def close_seen() -> bool:  # the server drops the other marks when it sees the close
+        return await listed(tim, group_id, Mark=1000) == []
+
+    await eventually(close_seen, "the server handled u0's close")
     assert await listed(tim, group_id) == ["u0"]
     assert await listed(tim, group_id, Mark=500) == ["u0"]
     assert await listed(tim, group_id, Mark=1000) == []  # only 500 survives

@@ -6,52 +6,28 @@ Every test runs on both presence backends (memory and Redis) through the `live` 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
+import msgspec
 import pytest
 from TLSSigAPIv2 import TLSSigAPIv2
 
 from opentim.client import GatewayError, connect
 from opentim.domain.apps import Edition
 from opentim.events import MemberStateChanged
-from tests.conftest import LiveServer, create_group, import_accounts, live_server, next_event
+from tests.helpers import (
+    LiveServer,
+    all_pages,
+    create_group,
+    import_accounts,
+    live_server,
+    members,
+    next_event,
+    online_num,
+    sessions,
+)
 
 AV = "group_open_avchatroom_http_svc"
-
-
-async def members(tim, group_id: str, **body) -> tuple[list[dict], int]:
-    reply = await tim.ok(f"{AV}/get_members", {"GroupId": group_id, "Timestamp": 0, **body})
-    return reply["MemberList"], reply["NextTimestamp"]
-
-
-async def all_pages(tim, group_id: str, **body) -> list[str]:
-    seen, cursor = [], 0
-    while True:
-        reply = await tim.ok(f"{AV}/get_members",
-                             {"GroupId": group_id, "Timestamp": cursor, **body})
-        seen += [m["Member_Account"] for m in reply["MemberList"]]
-        cursor = reply["NextTimestamp"]
-        if not cursor:
-            return seen
-
-
-async def online_num(tim, group_id: str) -> int:
-    reply = await tim.ok("group_open_http_svc/get_online_member_num", {"GroupId": group_id})
-    return reply["OnlineMemberNum"]
-
-
-@contextlib.asynccontextmanager
-async def sessions(live: LiveServer, app, users, group_id: str | None = None):
-    """Open one session per user (joined to ``group_id`` if given), close them all after."""
-    async with contextlib.AsyncExitStack() as stack:
-        opened = []
-        for user in users:
-            session = await stack.enter_async_context(live.connect(app, user))
-            if group_id is not None:
-                await session.join_group(group_id)
-            opened.append(session)
-        yield opened
 
 
 @pytest.fixture
@@ -262,12 +238,17 @@ async def test_bad_frames_keep_their_id(room) -> None:
         with pytest.raises(GatewayError) as refused:
             await session.request("modify_marks", GroupId="g", CommandType="1")
         assert refused.value.code == 10004
-        raw = session._ws
+    # frames no client library sends, on a bare WebSocket: their replies cannot carry an id
+    async with live.raw_connect(app, "u1") as raw:
         await raw.send(b"[1,2]")
         await raw.send(b"{not json")
         for _ in range(2):
-            event = await asyncio.wait_for(session.events.get(), 5)
+            event = msgspec.json.decode(await asyncio.wait_for(raw.recv(), 5))
             assert event["ErrorCode"] == 60003 and event["id"] is None
+        # and the connection still serves well-formed requests
+        await raw.send(b'{"id":7,"cmd":"heartbeat"}')
+        reply = msgspec.json.decode(await asyncio.wait_for(raw.recv(), 5))
+        assert reply["id"] == 7 and reply["ErrorCode"] == 0, reply
 
 
 async def test_logout_is_applied_before_its_reply(room) -> None:

@@ -10,7 +10,7 @@ import pytest
 from TLSSigAPIv2 import TLSSigAPIv2
 
 from opentim.domain.apps import App
-from tests.conftest import Server, import_accounts
+from tests.helpers import Server, import_accounts
 
 PATH = "im_open_login_svc/account_check"
 BODY = {"CheckItem": [{"UserID": "nobody"}]}
@@ -23,8 +23,8 @@ async def test_ok_envelope_comes_first(tim) -> None:
 
 
 async def test_http_status_is_200_for_failures(server: Server, app: App) -> None:
-    async with server.client(app, usersig="garbage") as tim:
-        response = await tim._http.post(f"/v4/{PATH}", content=b"{}", params=tim.params())
+    async with server.client(app, usersig="garbage") as tim, server.http() as http:
+        response = await http.post(f"/v4/{PATH}", content=b"{}", params=tim.params())
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["ActionStatus"] == "FAIL"
@@ -179,8 +179,9 @@ async def test_unknown_service_or_command(tim, path: str, code: int) -> None:
     assert reply["ErrorInfo"]
 
 
-async def test_get_is_refused_with_an_envelope(tim) -> None:
-    response = await tim._http.get(f"/v4/{PATH}", params=tim.params())
+async def test_get_is_refused_with_an_envelope(server: Server, tim) -> None:
+    async with server.http() as http:
+        response = await http.get(f"/v4/{PATH}", params=tim.params())
     assert response.status_code == 200
     assert response.json()["ErrorCode"] == 60002
 
@@ -237,7 +238,7 @@ async def test_app_changes_reach_the_running_server(server: Server, app: App) ->
     async with server.client(app) as tim:
         await import_accounts(tim, "u1")
     new_key = "ab" * 32
-    await server.runtime.store.save_app(dataclasses.replace(app, secret_key=new_key), now=0)
+    await server.runtime.store.apps.save(dataclasses.replace(app, secret_key=new_key), now=0)
     await server.runtime.apps.refresh()
     rotated = dataclasses.replace(app, secret_key=new_key)
     async with server.client(rotated) as tim:
@@ -250,7 +251,7 @@ async def test_internal_errors_are_enveloped(tim, server: Server, monkeypatch) -
     async def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(server.runtime.store, "get_groups", broken)
+    monkeypatch.setattr(server.runtime.store.groups, "get", broken)
     reply = await tim.call("group_open_http_svc/get_group_info", {"GroupIdList": ["g1"]})
     assert reply["ErrorCode"] == 10002
     assert "disk on fire" not in reply["ErrorInfo"]

@@ -22,7 +22,7 @@ from opentim.app import create_app
 from opentim.protocol import dispatch
 from opentim.runtime import Runtime
 from opentim.settings import Settings
-from tests.conftest import (
+from tests.helpers import (
     REDIS_URL,
     Clock,
     Server,
@@ -328,7 +328,7 @@ async def test_nul_error_names_the_field_and_an_escaped_backslash_is_text(tim, s
     # "\\u0000" in JSON is a backslash followed by "u0000": six printable characters.
     raw = b'{"UserID": "\\\\u0000", "Nick": "\\\\u0000"}'
     assert (await tim.raw("im_open_login_svc/account_import", raw))["ErrorCode"] == 0
-    profiles = await server.runtime.store.get_profiles(tim.sdkappid, ["\\u0000"])
+    profiles = await server.runtime.store.accounts.profiles(tim.sdkappid, ["\\u0000"])
     assert profiles == {"\\u0000": ("\\u0000", "")}
 
 

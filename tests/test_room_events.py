@@ -15,17 +15,18 @@ import pytest
 import redis.asyncio as aioredis
 
 from opentim.client import GatewayError
-from tests.conftest import (
+from tests.helpers import (
     REDIS_URL,
     LiveServer,
     create_group,
     import_accounts,
     live_server,
     live_servers,
+    members,
+    modify,
     next_event,
+    sessions,
 )
-from tests.test_marks import modify
-from tests.test_online_list import members, sessions
 
 AV = "group_open_avchatroom_http_svc"
 

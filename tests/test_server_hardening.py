@@ -36,7 +36,7 @@ from opentim.client import connect
 from opentim.client.rest import RestClient
 from opentim.client.session import gateway_url
 from opentim.redact import FLOOD_INTERVAL, RedactSecrets, redact
-from tests.conftest import (
+from tests.helpers import (
     PG_URL,
     create_group,
     import_accounts,
@@ -612,7 +612,7 @@ async def test_the_redis_prefix_keeps_deployments_apart(tmp_path: Path) -> None:
     kept under P's keys only, and a deployment with another prefix does not list it."""
     import redis.asyncio as aioredis
 
-    from tests.conftest import REDIS_URL, drop_redis_keys, redis_reachable
+    from tests.helpers import REDIS_URL, drop_redis_keys, redis_reachable
 
     problem = await redis_reachable(REDIS_URL)
     if problem:

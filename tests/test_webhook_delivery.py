@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from opentim.domain.apps import App
-from tests.conftest import (
+from tests.helpers import (
     LiveServer,
     Receiver,
     create_group,

@@ -13,10 +13,8 @@ import importlib.util
 import logging
 import os
 import secrets
-import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,7 +26,14 @@ from TLSSigAPIv2 import TLSSigAPIv2
 
 from opentim.client.rest import RestClient
 from opentim.domain.apps import App
-from tests.conftest import LiveServer, create_group, import_accounts, serve_asgi
+from tests.helpers import (
+    LiveServer,
+    create_group,
+    eventually,
+    free_port,
+    import_accounts,
+    serve_asgi,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "reapply_marks.py"
 MEMBER_STATE = "Group.CallbackOnMemberStateChange"
@@ -47,15 +52,6 @@ def load_example() -> ModuleType:
 
 
 example = load_example()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str,
-                     seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def marked(tim: RestClient, group_id: str, mark: int = 1000) -> list[str]:
@@ -287,12 +283,6 @@ async def _at_least_calls(fake: FakeOpenTim, n: int) -> bool:
 
 
 # --- the receiver as a program: what it writes to its log --------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_the_program_logs_no_usersig_and_no_sign(live: LiveServer, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -27,7 +27,7 @@ from opentim.domain.apps import App
 from opentim.webhooks.delivery import sign
 from opentim.webhooks.resolver import GuardedResolver
 from opentim.webhooks.urls import OwnAddress, check_callback_url, origin, refused_address
-from tests.conftest import LiveServer, create_group, import_accounts, live_server, serve_asgi
+from tests.helpers import LiveServer, create_group, import_accounts, live_server, serve_asgi
 
 JOIN = "Group.CallbackAfterNewMemberJoin"
 STATE = "State.StateChange"
@@ -368,7 +368,7 @@ async def test_old_rows_and_self_targets_are_never_posted_to(
             assert itself.hits == [] and other.hits == []
             # The same app with a good URL delivers again.
             fixed = apps[0]
-            await live.runtime.store.save_app(
+            await live.runtime.store.apps.save(
                 App(sdkappid=fixed.sdkappid, secret_key=fixed.secret_key,
                     callback_url=other.url, callback_commands=frozenset({JOIN})), now=0)
             await live.runtime.apps.refresh()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import time
@@ -12,7 +13,7 @@ import pytest
 from opentim.domain.apps import App
 from opentim.events import MemberStateChanged
 from opentim.webhooks.delivery import sign
-from tests.conftest import (
+from tests.helpers import (
     LiveServer,
     Receiver,
     create_group,
@@ -20,6 +21,7 @@ from tests.conftest import (
     live_server,
     live_servers,
     next_event,
+    sessions,
 )
 
 SVC = "group_open_http_svc"
@@ -269,7 +271,7 @@ async def test_room_hears_coalesced_joins_and_leaves(live: LiveServer) -> None:
         group_id = await create_group(tim, "AVChatRoom")
         async with live.connect(app, "host") as host:
             await host.join_group(group_id)
-            async with contextlib_sessions(live, app, users, group_id):
+            async with sessions(live, app, users, group_id):
                 # The host's own join may come first (the operator's connection is
                 # included); the others' joins come coalesced, each once.
                 joined: list[str] = []
@@ -283,28 +285,30 @@ async def test_room_hears_coalesced_joins_and_leaves(live: LiveServer) -> None:
             assert sorted(left) == sorted(users)
 
 
-def contextlib_sessions(live, app, users, group_id):  # type: ignore[no-untyped-def]
-    from tests.test_online_list import sessions
-
-    return sessions(live, app, users, group_id)
-
-
-@pytest.mark.parametrize("count", [3])
-async def test_batches_are_at_most_one_per_interval(live: LiveServer, count: int) -> None:
+@pytest.mark.parametrize("waves", [3])
+async def test_batches_are_at_most_one_per_interval(live: LiveServer, waves: int) -> None:
+    """Each wave of joins starts only once the previous wave's last join was pushed, so
+    every wave needs a batch of its own: at least ``waves`` batches, each flushed a full
+    interval (1 s) after the one before."""
     app = await live.new_app(rate_limit=0)
     async with live.client(app) as tim:
-        users = [f"w{i}" for i in range(count * 10)]
+        users = [f"w{i}" for i in range(waves * 10)]
         await import_accounts(tim, "host", *users)
         group_id = await create_group(tim, "AVChatRoom")
         async with live.connect(app, "host") as host:
             await host.join_group(group_id)
-            stamps = []
-            async with contextlib_sessions(live, app, users, group_id):
-                seen = 0
-                while seen < len(users):
-                    event = await next_event(host, "members_changed")
-                    stamps.append(event["EventTime"])
-                    seen += len(event["Online"])
+            stamps: list[int] = []
+            seen: set[str] = set()
+            async with contextlib.AsyncExitStack() as stack:
+                for wave in range(waves):
+                    wave_users = users[wave * 10:(wave + 1) * 10]
+                    await stack.enter_async_context(sessions(live, app, wave_users, group_id))
+                    while not seen >= set(wave_users):
+                        event = await next_event(host, "members_changed")
+                        stamps.append(event["EventTime"])
+                        seen.update(event["Online"])
+            assert seen - {"host"} == set(users)
+            assert len(stamps) >= waves, stamps
             gaps = [b - a for a, b in itertools.pairwise(stamps)]
             assert all(gap >= 950 for gap in gaps), gaps  # ms, server-side flush times
 
@@ -348,7 +352,7 @@ async def test_a_broken_url_does_not_stop_delivery(live: LiveServer, receiver: R
 
     app = await webhook_app(live, receiver, callback_commands=frozenset({STATE}))
     broken = dataclasses.replace(app, callback_url="http://[::1/x")
-    await live.runtime.store.save_app(broken, now=0)
+    await live.runtime.store.apps.save(broken, now=0)
     await live.runtime.apps.refresh()
     async with live.client(app) as tim:
         await import_accounts(tim, "u1")
@@ -357,7 +361,7 @@ async def test_a_broken_url_does_not_stop_delivery(live: LiveServer, receiver: R
     async with asyncio.timeout(10):
         await live.runtime.webhooks.drain()
     assert live.runtime.webhooks.metrics[(app.sdkappid, "failed")] == 2
-    await live.runtime.store.save_app(app, now=0)
+    await live.runtime.store.apps.save(app, now=0)
     await live.runtime.apps.refresh()
     async with live.connect(app, "u1", heartbeat_interval=0):
         pass

@@ -6,7 +6,8 @@ import asyncio
 import dataclasses
 import shlex
 import time
-from typing import Annotated, NoReturn
+from collections.abc import Awaitable, Callable
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 
@@ -23,6 +24,8 @@ from opentim.startup import (
 from opentim.storage.database import DEFAULT_DB_URL, Database
 from opentim.storage.sql import SqlStore
 from opentim.webhooks.payloads import CALLBACK_COMMANDS
+
+T = TypeVar("T")
 
 # No local variables in tracebacks: they would print keys, sigs and database passwords.
 cli = typer.Typer(help="OpenTIM: a self-hosted Tencent Cloud Chat REST server.",
@@ -61,7 +64,7 @@ async def _open_store(db_url: str) -> SqlStore:
     return SqlStore(db)
 
 
-async def _with_store(db_url: str, work):  # type: ignore[no-untyped-def]
+async def _with_store(db_url: str, work: Callable[[SqlStore], Awaitable[T]]) -> T:
     try:
         store = await _open_store(db_url)
     except StartupError as exc:
@@ -166,10 +169,10 @@ async def _prepare(settings: Settings) -> None:
 
 async def _bootstrap(store: SqlStore, host: str, port: int) -> None:
     """On an empty database, create a development app and show how to call it."""
-    if await store.list_apps():
+    if await store.apps.list_all():
         return
     app = App(sdkappid=DEV_SDKAPPID, secret_key=new_secret_key())
-    await store.create_app(app, now=int(time.time()))
+    await store.apps.create(app, now=int(time.time()))
     sig = usersig.generate(app.sdkappid, app.secret_key, DEFAULT_ADMIN)
     url = (f"http://{host}:{port}/v4/im_open_login_svc/account_import?sdkappid={app.sdkappid}"
            f"&identifier={DEFAULT_ADMIN}&usersig={sig}&random=1&contenttype=json")
@@ -248,7 +251,7 @@ def app_create(
 
     async def work(store: SqlStore) -> None:
         try:
-            await store.create_app(app, now=int(time.time()))
+            await store.apps.create(app, now=int(time.time()))
         except KeyError:
             typer.echo(f"app {sdkappid} already exists (use `opentim app update`)", err=True)
             raise typer.Exit(1) from None
@@ -276,7 +279,7 @@ def app_update(
     """Change an app's settings; a running server picks them up within seconds."""
 
     async def work(store: SqlStore) -> App:
-        app = await store.get_app(sdkappid)
+        app = await store.apps.get(sdkappid)
         if app is None:
             typer.echo(f"app {sdkappid} does not exist", err=True)
             raise typer.Exit(1)
@@ -300,7 +303,7 @@ def app_update(
         if all_callback_commands:
             changes["callback_commands"] = None
         updated = dataclasses.replace(app, **changes)  # type: ignore[arg-type]
-        await store.save_app(updated, now=int(time.time()))
+        await store.apps.save(updated, now=int(time.time()))
         return updated
 
     _print_app(asyncio.run(_with_store(db, work)), show_key=key is not None)
@@ -312,7 +315,7 @@ def app_list(
     show_keys: Annotated[bool, typer.Option(help="also print each app's secret key")] = False,
 ) -> None:
     """List apps (keys only with --show-keys)."""
-    apps = asyncio.run(_with_store(db, lambda store: store.list_apps()))
+    apps = asyncio.run(_with_store(db, lambda store: store.apps.list_all()))
     for app in apps:
         _print_app(app, show_key=show_keys)
         typer.echo("")

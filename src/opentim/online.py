@@ -1,9 +1,10 @@
-"""Going online and offline in live groups: the rules between a connection and the list.
+"""Going online and offline in live groups: the I/O between a connection and the list.
 
-AVChatRoom: any imported account may join a group that exists. Community: only members of
-the group, who then appear in its online list. Other types have no online list (10007).
-A user is online in a group while at least one of its connections is in it; the event bus
-hears about an account once, when it goes online and when it goes offline.
+The rules (which types have a list, who may join it, how a change is reported) are in
+``opentim.domain.online``; this layer reads the group's type, the member's profile and
+role, calls the presence store and tells the event bus. A user is online in a group
+while at least one of its connections is in it; the event bus hears about an account
+once, when it goes online and when it goes offline.
 
 Heartbeat interruptions (for HeartbeatRecover) are remembered by the presence store, so a
 user who timed out on one server process is recognised when it comes back through another.
@@ -17,12 +18,13 @@ from dataclasses import dataclass, field
 
 from opentim import errors
 from opentim.domain import groups as rules
+from opentim.domain import online as online_rules
 from opentim.domain.groups import GroupType
+from opentim.domain.online import MARK_TYPES, ONLINE_LIST_TYPES
 from opentim.events import REST, EventBus, GroupDestroyed, MemberStateChanged, Origin
-from opentim.presence.base import Joined, Offline, PresenceStore
+from opentim.presence import Joined, Offline, PresenceStore
 from opentim.storage.sql import SqlStore
 
-ONLINE_LIST_TYPES = (GroupType.AVCHATROOM, GroupType.COMMUNITY)
 # A connection's profile (which also proves the account exists) is re-read after this
 # long: a deleted account's connections are closed when the deletion is announced, and
 # this bounds what a connection that missed the announcement (pub/sub is at-most-once)
@@ -48,7 +50,7 @@ class GroupTypes:
         hit = self._entries.get(key)
         if hit is not None and hit[1] > now:
             return hit[0]
-        group = (await self._store.get_groups(sdkappid, [group_id])).get(group_id)
+        group = (await self._store.groups.get(sdkappid, [group_id])).get(group_id)
         found = None if group is None else group.type
         if len(self._entries) > 100_000:
             self._entries.clear()
@@ -63,15 +65,27 @@ async def require_online_list_group(types: GroupTypes, sdkappid: int, group_id: 
                                     allowed: tuple[GroupType, ...] = ONLINE_LIST_TYPES,
                                     ) -> GroupType:
     rules.check_group_id(group_id)
+    return online_rules.check_online_list_type(group_id, await types.get(sdkappid, group_id),
+                                               allowed)
+
+
+async def require_av_group(types: GroupTypes, sdkappid: int, group_id: str) -> GroupType:
+    """The group exists and is a type with marks, robots and an online count."""
+    return await require_online_list_group(types, sdkappid, group_id, MARK_TYPES)
+
+
+async def announce(types: GroupTypes, events: EventBus, sdkappid: int, group_id: str,
+                   accounts: list[str], *, online: bool, cause: str, now: float,
+                   origin: Origin = REST) -> None:
+    """State changes made without a connection: robots and marks 500 set or lapsed."""
     group_type = await types.get(sdkappid, group_id)
     if group_type is None:
-        raise errors.GroupNotFound(f"group {group_id!r} does not exist or has been dismissed")
-    if group_type not in allowed:
-        raise errors.NoPermission(
-            f"{group_type} groups have no online member list: only "
-            f"{' and '.join(t.value for t in allowed)} groups do"
-        )
-    return group_type
+        return
+    for account in accounts:
+        await events.emit(MemberStateChanged(
+            sdkappid, group_id, group_type.value, account, online, cause, int(now * 1000),
+            origin,
+        ))
 
 
 @dataclass(eq=False)
@@ -102,21 +116,19 @@ class OnlineService:
         joining connection is in its room when this process delivers the announcement
         (as the other processes' connections are when they receive it)."""
         group_type = await require_online_list_group(self.types, conn.sdkappid, group_id)
-        if group_type is GroupType.COMMUNITY:
-            roles = await self.store.get_member_roles(conn.sdkappid, group_id, [conn.account])
+        if online_rules.needs_membership(group_type):
+            roles = await self.store.members.roles(conn.sdkappid, group_id, [conn.account])
             if not roles:
-                raise errors.NoPermission(
-                    f"{conn.account!r} is not a member of Community group {group_id!r}"
-                )
+                raise online_rules.not_a_member_error(conn.account, group_id)
         profile = conn.profile
         if profile is None or now - conn.profile_read_at > PROFILE_TTL:
             # Read once per connection (and PROFILE_TTL): joins and churn then cost no SQL
             # for AV groups. A nick or avatar changed meanwhile shows later.
-            profile = (await self.store.get_profiles(conn.sdkappid, [conn.account])).get(
+            profile = (await self.store.accounts.profiles(conn.sdkappid, [conn.account])).get(
                 conn.account)
             if profile is None:
                 conn.profile = None
-                raise errors.AccountNotFound(f"account {conn.account!r} has not been imported")
+                raise errors.AccountNotFound(accounts=[conn.account])
             conn.profile = profile
             conn.profile_read_at = now
         joined = await self.presence.join(
@@ -162,21 +174,9 @@ class OnlineService:
         as such, so coming back within RECOVER_WINDOW is HeartbeatRecover.
         """
         for member in gone:
-            cause = "HeartbeatInterrupt" if member.reason == "node_lost" else "Quit"
-            await self.announce(member.app, member.group, [member.account], online=False,
-                                cause=cause, now=now)
-
-    async def announce(self, sdkappid: int, group_id: str, accounts: list[str], *,
-                       online: bool, cause: str, now: float, origin: Origin = REST) -> None:
-        """State changes made without a connection: robots and marks 500 set or lapsed."""
-        group_type = await self.types.get(sdkappid, group_id)
-        if group_type is None:
-            return
-        for account in accounts:
-            await self.events.emit(MemberStateChanged(
-                sdkappid, group_id, group_type.value, account, online, cause, int(now * 1000),
-                origin,
-            ))
+            cause = online_rules.member_state_cause(member.reason == "node_lost")
+            await announce(self.types, self.events, member.app, member.group,
+                           [member.account], online=False, cause=cause, now=now)
 
     async def _state(self, conn: Presence, group_id: str, group_type: GroupType, *,
                      online: bool, cause: str, now: float) -> None:

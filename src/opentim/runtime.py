@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from opentim.domain.apps import App
 from opentim.events import REST, EventBus, Origin
+from opentim.marks import MarkService
 from opentim.online import GroupTypes, OnlineService
 from opentim.presence import Offline, PresenceStore, open_presence_store
 from opentim.protocol.ratelimit import RateLimiter
@@ -56,7 +57,7 @@ class AppRegistry:
         return self._apps.get(sdkappid)
 
     async def refresh(self) -> None:
-        self._apps = {app.sdkappid: app for app in await self._store.list_apps()}
+        self._apps = {app.sdkappid: app for app in await self._store.apps.list_all()}
 
     async def start(self) -> None:
         await self.refresh()
@@ -93,12 +94,15 @@ class Runtime:
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
     group_types: GroupTypes = field(init=False)
     online: OnlineService = field(init=False)
+    marks: MarkService = field(init=False)
     webhooks: WebhookDispatcher = field(init=False)
 
     def __post_init__(self) -> None:
         self.group_types = GroupTypes(self.store)
         self.online = OnlineService(self.store, self.presence, self.events, self.group_types)
         s = self.settings
+        self.marks = MarkService(self.store, self.presence, self.events, self.group_types,
+                                 mark500_ttl=s.mark500_ttl)
         self.webhooks = WebhookDispatcher(self.apps, self.events, self.clock, WebhookSettings(
             timeout=s.webhook_timeout, retries=s.webhook_retries,
             queue_size=s.webhook_queue_size, own_host=s.host, own_port=s.port))
@@ -106,30 +110,30 @@ class Runtime:
     # Called when this process's presence lease was lost (Redis): its connections were
     # swept by another process, so the gateway closes them and clients reconnect.
     lease_lost_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    _sweeper: asyncio.Task[None] | None = field(default=None, init=False)
 
     @classmethod
     def create(cls, settings: Settings, *, clock: Clock = time.time,
                **presence_options: object) -> Runtime:
         db = Database(settings.db)
         store = SqlStore(db)
-        # The Redis store reports members its background sweeps take offline (a crashed
-        # process's users, lapsed mark 500s); the runtime it reports to is built below.
+        # Either store reports members its background sweeps take offline (lapsed marks
+        # 500; with Redis also a crashed process's users); the runtime it reports to is
+        # built below.
         built: list[Runtime] = []
-        if settings.redis:
-            async def on_offline(gone: list[Offline]) -> None:
-                await built[0].online.report_offline(gone, now=clock())
 
-            async def on_lease_lost() -> None:
-                for hook in built[0].lease_lost_hooks:
-                    await hook()
+        async def on_offline(gone: list[Offline]) -> None:
+            await built[0].online.report_offline(gone, now=clock())
 
-            presence_options.setdefault("sweep_interval", settings.sweep_interval)
-            presence_options.setdefault("on_offline", on_offline)
-            presence_options.setdefault("on_lease_lost", on_lease_lost)
+        async def on_lease_lost() -> None:
+            for hook in built[0].lease_lost_hooks:
+                await hook()
+
+        presence_options.setdefault("sweep_interval", settings.sweep_interval)
+        presence_options.setdefault("on_offline", on_offline)
+        presence_options.setdefault("on_lease_lost", on_lease_lost)
         node_id = uuid.uuid4().hex
         presence = open_presence_store(settings.redis, node_id=node_id, clock=clock,
-                                       **presence_options)
+                                       **presence_options)  # type: ignore[arg-type]
         runtime = cls(settings=settings, db=db, store=store,
                       apps=AppRegistry(store, settings.app_refresh_interval), presence=presence,
                       clock=clock, node_id=node_id,
@@ -140,26 +144,9 @@ class Runtime:
     async def start(self) -> None:
         await self.db.migrate()
         await self.apps.start()
-        await self.presence.start()
-        if not self.settings.redis:
-            # The Redis store sweeps in the background itself; the memory store filters
-            # lapsed marks 500 on read, and this loop turns them into offline events.
-            self._sweeper = asyncio.create_task(self._sweep_loop(), name="opentim-sweep")
-
-    async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.sweep_interval)
-            try:
-                now = self.clock()
-                await self.online.report_offline(await self.presence.sweep(now), now=now)
-            except Exception:
-                log.exception("presence sweep failed")
+        await self.presence.start()  # it runs its own background sweep
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
         # Presence first: closing it may report this process's members offline, and those
         # callbacks should still be delivered. Each step is bounded so that one stuck
         # dependency cannot keep the process from exiting.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from opentim.domain.marks import DEFAULT_MARK500_TTL
 from opentim.storage.database import DEFAULT_DB_URL
 
 
@@ -52,7 +53,7 @@ class Settings:
     # permessage-deflate on the gateway (off by default: see docs/client-protocol.md).
     ws_compression: bool = False
     # How long mark 500 (and robots) keep a member listed without a connection.
-    mark500_ttl: float = 3 * 86400.0
+    mark500_ttl: float = DEFAULT_MARK500_TTL
     # How often the in-process presence store looks for lapsed marks 500 (offline events).
     sweep_interval: float = 5.0
     # Webhooks: per-attempt timeout, retries after a failed attempt, queued callbacks per app.

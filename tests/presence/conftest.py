@@ -8,7 +8,6 @@ skips, unless ``OPENTIM_REQUIRE_SERVICES=1`` makes that a failure.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -23,33 +22,23 @@ if importlib.util.find_spec("opentim") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from opentim.presence import MemoryPresenceStore, PresenceStore
+from tests.helpers import REDIS_URL, redis_client_or_skip
 
-REDIS_URL = os.environ.get("OPENTIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 T0 = 1_700_000_000.0  # the fake "now" the tests start from
 
 
 async def _redis_client_or_skip() -> Any:
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(REDIS_URL, decode_responses=False)
-    try:
-        await client.ping()
-    except Exception as exc:
-        await client.aclose()
-        msg = f"Redis not reachable at {REDIS_URL}: {exc}"
-        if os.environ.get("OPENTIM_REQUIRE_SERVICES") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return client
+    return await redis_client_or_skip(REDIS_URL)
 
 
 class MemoryBackend:
     name = "memory"
     url: str | None = None
-    factory_options: dict[str, Any] = {}  # noqa: RUF012
+    factory_options: dict[str, Any] = {"background": False}  # noqa: RUF012
 
-    async def make(self, **_: Any) -> PresenceStore:
-        store = MemoryPresenceStore()
+    async def make(self, **kwargs: Any) -> PresenceStore:
+        # No background sweep: the tests drive ``sweep`` with their fake clock.
+        store = MemoryPresenceStore(**{"background": False, **kwargs})
         await store.start()
         return store
 

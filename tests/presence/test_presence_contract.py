@@ -18,6 +18,7 @@ from opentim.presence import (
 )
 
 from .conftest import T0
+from .helpers import is_online, marks_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -172,13 +173,13 @@ async def test_multi_connection_user(store: PresenceStore) -> None:
     assert not await join(store, "u1", "b", now=T0 + 50)  # same seq and JoinTime
     assert not await join(store, "u1", "b", now=T0 + 60)  # duplicate conn: no-op
     assert not await leave(store, "u1", "a")
-    assert await store.is_online(APP, G, "u1", now=T0)
+    assert await is_online(store, APP, G, "u1", now=T0)
     page = await store.page(APP, G, cursor=0, now=T0)
     assert json.loads(page.rows)[0]["JoinTime"] == int(T0)
     assert not await leave(store, "u1", "a")  # already gone
     assert not await leave(store, "u2", "b")  # not u2's connection
     assert await leave(store, "u1", "b")
-    assert not await store.is_online(APP, G, "u1", now=T0)
+    assert not await is_online(store, APP, G, "u1", now=T0)
     assert await store.count(APP, G, now=T0) == 0
 
 
@@ -191,10 +192,10 @@ async def test_leave_clears_marks_except_500(store: PresenceStore) -> None:
     assert await listed(store, mark=500) == ["u1"]
     assert await listed(store, mark=1000) == []
     assert await listed(store, mark=600) == []
-    assert await store.marks_of(APP, G, ["u1", "u2"], now=T0) == {"u1": (500,)}
+    assert await marks_of(store, APP, G, ["u1", "u2"], now=T0) == {"u1": (500,)}
     # re-joining does not bring marks back
     assert await join(store, "u2")
-    assert await store.marks_of(APP, G, ["u2"], now=T0) == {"u2": ()}
+    assert await marks_of(store, APP, G, ["u2"], now=T0) == {"u2": ()}
 
 
 # --- marks -----------------------------------------------------------------------------
@@ -231,7 +232,7 @@ async def test_invalid_marks_rejected(store: PresenceStore) -> None:
     for bad in (0, 999, 501, 700, -1000):
         with pytest.raises(InvalidMarkError):
             await store.set_marks(APP, G, [("u1", [1000, bad])], now=T0)
-    assert await store.marks_of(APP, G, ["u1"], now=T0) == {"u1": ()}
+    assert await marks_of(store, APP, G, ["u1"], now=T0) == {"u1": ()}
 
 
 async def test_mark_600_hidden_unless_asked(store: PresenceStore) -> None:
@@ -264,7 +265,7 @@ async def test_distinct_mark_limit_is_atomic(store: PresenceStore) -> None:
     with pytest.raises(MarkLimitError) as err:
         await store.set_marks(APP, G, [("u3", [1000]), ("u2", [1010])], now=T0)
     assert (err.value.kind, err.value.limit) == ("distinct_marks", 10)
-    assert await store.marks_of(APP, G, ["u2", "u3"], now=T0) == {"u2": (), "u3": ()}
+    assert await marks_of(store, APP, G, ["u2", "u3"], now=T0) == {"u2": (), "u3": ()}
     # 500 and 600 don't count; re-using one of the 10 is fine
     res = await store.set_marks(APP, G, [("u2", [500, 600, 1009])], now=T0)
     assert res.members == [MarkedMember("u2", (500, 600, 1009))]
@@ -290,8 +291,8 @@ async def test_per_mark_limit_is_atomic(store: PresenceStore, mark: int) -> None
             now=T0,
         )
     assert (err.value.kind, err.value.limit, err.value.mark) == ("members_per_mark", 1000, mark)
-    assert await store.marks_of(APP, G, [accounts[999]], now=T0) == {accounts[999]: ()}
-    assert not await store.is_online(APP, G, "robot", now=T0)
+    assert await marks_of(store, APP, G, [accounts[999]], now=T0) == {accounts[999]: ()}
+    assert not await is_online(store, APP, G, "robot", now=T0)
     await store.set_marks(APP, G, [(accounts[1000], [mark])], now=T0)
     assert len(await listed(store, mark=mark)) == 1000
 
@@ -320,7 +321,7 @@ async def test_mark_500_listed_without_connection_until_ttl(store: PresenceStore
         assert await listed(store, mark=500, now=now) == []
         assert await listed(store, mark=1000, now=now) == []
         assert await store.count(APP, G, now=now) == 1
-        assert not await store.is_online(APP, G, "vip", now=now)
+        assert not await is_online(store, APP, G, "vip", now=now)
     events = await store.sweep(T0 + 110)
     assert [(e.app, e.group, e.account, e.reason) for e in events] == [
         (APP, G, "vip", "mark500_expired")
@@ -341,7 +342,7 @@ async def test_refreshing_500_extends_it(store: PresenceStore) -> None:
     await store.set_marks(APP, G, [("vip", [500])], now=T0, mark500_ttl=10)
     res = await store.set_marks(APP, G, [("vip", [500])], now=T0 + 9, mark500_ttl=10)
     assert res.went_online == []
-    assert await store.is_online(APP, G, "vip", now=T0 + 18)
+    assert await is_online(store, APP, G, "vip", now=T0 + 18)
     assert await store.sweep(T0 + 12) == []
 
 
@@ -376,13 +377,13 @@ async def test_join_after_lapsed_500_is_a_fresh_join(store: PresenceStore) -> No
     assert await listed(store, now=T0 + 20) == ["bot", "u1"]
     rows = json.loads((await store.page(APP, G, cursor=0, now=T0 + 20)).rows)
     assert rows[0]["JoinTime"] == int(T0) + 20
-    assert await store.marks_of(APP, G, ["bot"], now=T0 + 20) == {"bot": ()}
+    assert await marks_of(store, APP, G, ["bot"], now=T0 + 20) == {"bot": ()}
     assert await store.sweep(T0 + 30) == []
     # reads filter a lapsed 500 but never remove it: the sweep still reports that one
     await store.add_robots(APP, G, ["bot2"], now=T0 + 20, ttl=10)
     assert await listed(store, now=T0 + 31) == ["bot", "u1"]
     assert await store.count(APP, G, now=T0 + 31) == 2
-    assert not await store.is_online(APP, G, "bot2", now=T0 + 31)
+    assert not await is_online(store, APP, G, "bot2", now=T0 + 31)
     assert [e.account for e in await store.sweep(T0 + 31)] == ["bot2"]
     assert await store.sweep(T0 + 32) == []
 
@@ -406,7 +407,7 @@ async def test_lapsed_500_reported_by_a_call_that_fails(store: PresenceStore) ->
     with pytest.raises(MarkLimitError) as err:
         await store.set_marks(APP, G, [("u1", [1010])], now=T0 + 10)
     assert err.value.went_offline == ["bot3"]
-    assert await store.marks_of(APP, G, ["u1"], now=T0 + 10) == {"u1": tuple(range(1000, 1010))}
+    assert await marks_of(store, APP, G, ["u1"], now=T0 + 10) == {"u1": tuple(range(1000, 1010))}
     assert await store.sweep(T0 + 20) == []
     assert await listed(store, now=T0 + 20) == ["u1"]
 
@@ -514,8 +515,8 @@ async def test_count_and_is_online(store: PresenceStore) -> None:
     await store.set_marks(APP, G, [("u1", [600])], now=T0)
     await store.add_robots(APP, G, ["bot"], now=T0)
     assert await store.count(APP, G, now=T0) == 3
-    assert await store.is_online(APP, G, "u1", now=T0)
-    assert not await store.is_online(APP, G, "u3", now=T0)
+    assert await is_online(store, APP, G, "u1", now=T0)
+    assert not await is_online(store, APP, G, "u3", now=T0)
     await leave(store, "u2", "x")
     assert await store.count(APP, G, now=T0) == 3
     await leave(store, "u2", "y")
@@ -533,7 +534,7 @@ async def test_drop_group(store: PresenceStore) -> None:
     assert await store.count(APP, "keep", now=T0) == 1
     assert await store.sweep(T0 + 10 * 86400) == []
     assert await join(store, "u1", "fresh")
-    assert await store.marks_of(APP, G, ["u1"], now=T0) == {"u1": ()}
+    assert await marks_of(store, APP, G, ["u1"], now=T0) == {"u1": ()}
 
 
 async def test_drop_group_leaves_no_keys(redis_backend: Any) -> None:

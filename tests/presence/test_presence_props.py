@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from opentim.presence import PresenceStore
 
 from .conftest import T0
+from .helpers import is_online
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -132,7 +133,7 @@ async def test_paging_matches_model(
             await pages(store, group, m, limit, cap) == model.newest(keep=model.with_mark(m))[:cap]
         )
     for a in [f"u{i}" for i in range(10)]:
-        assert await store.is_online(APP, group, a, now=T0) is (a in model.online)
+        assert await is_online(store, APP, group, a, now=T0) is (a in model.online)
 
 
 @SETTINGS

@@ -11,6 +11,7 @@ import pytest
 from opentim.presence import RECOVER_WINDOW, Joined, Offline
 
 from .conftest import T0
+from .helpers import is_online
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -35,7 +36,7 @@ async def test_crashed_node_swept_by_another(redis_backend: Any) -> None:
     events = await b.sweep(T0 + 16)
     assert events == [Offline(APP, G, "u1", "node_lost")]
     for acc, online in (("u1", False), ("u2", True), ("bot", True)):
-        assert await b.is_online(APP, G, acc, now=T0 + 16) is online
+        assert await is_online(b, APP, G, acc, now=T0 + 16) is online
     assert await b.page(APP, G, cursor=0, mark=1000, now=T0 + 16) == await b.page(
         APP, G, cursor=0, mark=1001, now=T0 + 16
     )
@@ -124,18 +125,52 @@ async def test_refreshed_lease_survives_and_lost_lease_is_reported(redis_backend
     assert await b.sweep(time.time()) == []
 
 
-async def test_unknown_script_sha_is_reloaded(redis_backend: Any) -> None:
+async def test_unknown_script_sha_is_reloaded(tmp_path: Any) -> None:
     """NOSCRIPT (Redis restarted or flushed) is recovered from, also on the pipelined path.
 
-    Simulated with a bogus sha rather than SCRIPT FLUSH, which would hit every other
-    user of the shared test Redis.
+    On a Redis server of this test's own, so that SCRIPT FLUSH hits nobody else.
     """
-    s = await redis_backend.make()
-    s._scripts["join"].sha = "0" * 40
-    assert await join(s, "u1", "c1")
-    s._scripts["set_marks"].sha = "0" * 40
-    res = await s.add_robots(APP, G, ["bot"], now=T0)  # EVALSHA + ZADD in one pipeline
-    assert res.went_online == ["bot"]
+    import shutil
+    import socket
+    import subprocess
+
+    import redis.asyncio as aioredis
+
+    from opentim.presence.redis import RedisPresenceStore
+    from tests.helpers import unavailable
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        unavailable("Redis", "no redis-server binary to start a private server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = aioredis.Redis(host="127.0.0.1", port=port)
+    try:
+        for _ in range(100):
+            try:
+                await client.ping()
+                break
+            except Exception:  # not listening yet
+                await asyncio.sleep(0.05)
+        s = RedisPresenceStore(client, node_id="n1", prefix="t", clock=lambda: T0,
+                               background=False)
+        await s.start()
+        try:
+            await client.script_flush()
+            assert await join(s, "u1", "c1")
+            await client.script_flush()
+            res = await s.add_robots(APP, G, ["bot"], now=T0)  # EVALSHA + ZADD, pipelined
+            assert res.went_online == ["bot"]
+        finally:
+            await s.close()
+    finally:
+        await client.aclose()
+        server.terminate()
+        server.wait(10)
 
 
 async def test_mark500_sweep_schedule(redis_backend: Any) -> None:

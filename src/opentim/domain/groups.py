@@ -1,11 +1,18 @@
-"""Group rules: types, IDs, field limits and member caps (protocol.md §4)."""
+"""Group rules: types, IDs, field limits, member caps, and how a group is created.
+
+Pure functions of their inputs (and ``now``); the group_open_http_svc handlers call them
+by name (``services/group_open_http_svc/groups.py``). Member rules are in
+``domain/members.py``, message rules in ``domain/messages.py``.
+"""
 
 from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from opentim import errors
 from opentim.domain.apps import Edition
@@ -92,7 +99,8 @@ def check_custom_group_id(group_id: str, group_type: GroupType) -> str:
     return group_id
 
 
-# Field limits in bytes of UTF-8 (protocol.md §4).
+# Field limits in bytes of UTF-8 (Tencent's create_group page,
+# cloud.tencent.com/document/product/269/1615).
 NAME_MAX = 30
 INTRODUCTION_MAX = 240
 NOTIFICATION_MAX = 300
@@ -102,6 +110,8 @@ APP_DEFINED_KEYS_MAX = 10
 APP_DEFINED_KEY_MAX = 16
 APP_DEFINED_VALUE_MAX = 512
 CREATE_MEMBER_LIST_MAX = 100
+GROUP_INFO_MAX = 50  # get_group_info GroupIdList
+GROUP_LIST_LIMIT_MAX = 10000  # get_appid_group_list Limit
 
 
 def check_text(name: str, value: str, limit: int) -> str:
@@ -175,3 +185,220 @@ class MemberResult:
     FAILED = 0
     ADDED = 1
     ALREADY_MEMBER = 2
+
+
+# --- create_group / import_group -------------------------------------------------------
+# The request fields the rules read, as Protocols: the handlers' msgspec request types
+# match them as they are, so nothing is copied on the way in.
+
+
+class KeyValueFields(Protocol):
+    @property
+    def Key(self) -> str: ...
+    @property
+    def Value(self) -> str: ...
+
+
+class InitialMemberFields(Protocol):
+    @property
+    def Member_Account(self) -> str: ...
+    @property
+    def Role(self) -> str | None: ...
+    @property
+    def AppMemberDefinedData(self) -> Sequence[KeyValueFields]: ...
+
+
+class NewGroupFields(Protocol):
+    """What create_group and import_group send (import_group adds CreateTime)."""
+
+    @property
+    def Type(self) -> str: ...
+    @property
+    def Name(self) -> str: ...
+    @property
+    def Owner_Account(self) -> str | None: ...
+    @property
+    def GroupId(self) -> str | None: ...
+    @property
+    def Introduction(self) -> str: ...
+    @property
+    def Notification(self) -> str: ...
+    @property
+    def FaceUrl(self) -> str: ...
+    @property
+    def MaxMemberCount(self) -> int | None: ...
+    @property
+    def ApplyJoinOption(self) -> str | None: ...
+    @property
+    def InviteJoinOption(self) -> str | None: ...
+    @property
+    def AppDefinedData(self) -> Sequence[KeyValueFields]: ...
+    @property
+    def MemberList(self) -> Sequence[InitialMemberFields]: ...
+    @property
+    def SupportTopic(self) -> int: ...
+
+
+def app_defined_data(items: Sequence[KeyValueFields]) -> dict[str, str]:
+    """At most 10 keys of 16 bytes with values of 512 bytes (groups and members alike)."""
+    if len(items) > APP_DEFINED_KEYS_MAX:
+        raise errors.InvalidParameter(f"AppDefinedData has more than {APP_DEFINED_KEYS_MAX} keys")
+    data: dict[str, str] = {}
+    for item in items:
+        check_text("AppDefinedData Key", item.Key, APP_DEFINED_KEY_MAX)
+        check_text("AppDefinedData Value", item.Value, APP_DEFINED_VALUE_MAX)
+        data[item.Key] = item.Value
+    return data
+
+
+def _option(value: str | None, allowed: type[StrEnum], default: str, name: str) -> str:
+    if value is None:
+        return default
+    if value not in {o.value for o in allowed}:
+        raise errors.InvalidParameter(
+            f"{name} must be one of {', '.join(o.value for o in allowed)}"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPlan:
+    """A create request that passed the checks needing no I/O (:func:`plan_group`)."""
+
+    type: GroupType
+    group_id: str
+    max_members: int | None
+    create_time: int
+    members: list[Member]  # the owner first, then MemberList in order
+
+    @property
+    def accounts(self) -> list[str]:
+        """The accounts that must exist before the group can be created."""
+        return [m.account for m in self.members]
+
+    @property
+    def roster(self) -> list[Member]:
+        """The members stored with the group: none for an AVChatRoom, whose members are
+        live sessions (its owner, if any, is named but not a member)."""
+        return [] if self.type is GroupType.AVCHATROOM else self.members
+
+
+def plan_group(req: NewGroupFields, edition: Edition, create_time: int) -> GroupPlan:
+    """The checks of create_group/import_group that come before the accounts are looked up:
+    type, field sizes, what the type allows, MemberList size, MaxMemberCount, GroupId and
+    the initial members' roles."""
+    group_type = parse_group_type(req.Type)
+    if not req.Name:
+        raise errors.InvalidParameter("Name is required")
+    check_text("Name", req.Name, NAME_MAX)
+    check_text("Introduction", req.Introduction, INTRODUCTION_MAX)
+    check_text("Notification", req.Notification, NOTIFICATION_MAX)
+    check_text("FaceUrl", req.FaceUrl, FACE_URL_MAX)
+    if group_type is GroupType.AVCHATROOM and req.MemberList:
+        raise errors.NoPermission(
+            "an AVChatRoom cannot be created with a MemberList: members join through clients"
+        )
+    if len(req.MemberList) > CREATE_MEMBER_LIST_MAX:
+        raise errors.TooManyAccounts(f"MemberList has more than {CREATE_MEMBER_LIST_MAX} members")
+    cap = member_cap(group_type, edition)
+    max_members = cap
+    if req.MaxMemberCount is not None and cap is not None:
+        if not 0 < req.MaxMemberCount <= cap:
+            raise errors.InvalidParameter(
+                f"MaxMemberCount must be between 1 and {cap} for a {group_type} group"
+            )
+        max_members = req.MaxMemberCount
+    group_id = (
+        check_custom_group_id(req.GroupId, group_type) if req.GroupId
+        else generate_group_id(group_type)
+    )
+    return GroupPlan(group_type, group_id, max_members, create_time,
+                     initial_members(req, create_time))
+
+
+def initial_members(req: NewGroupFields, join_time: int) -> list[Member]:
+    """The owner first, then the MemberList in order (a repeated account counts once)."""
+    members: dict[str, Member] = {}
+    if req.Owner_Account:
+        members[req.Owner_Account] = Member(req.Owner_Account, Role.OWNER, join_time)
+    for item in req.MemberList:
+        role = Role.MEMBER if item.Role is None else item.Role
+        if role not in (Role.ADMIN, Role.MEMBER):
+            raise errors.InvalidParameter(
+                f"Role {errors.shown(role)} of {errors.shown(item.Member_Account)} "
+                "must be Admin or Member"
+            )
+        if item.Member_Account and item.Member_Account not in members:
+            members[item.Member_Account] = Member(
+                item.Member_Account, Role(role), join_time,
+                app_member_defined_data=app_defined_data(item.AppMemberDefinedData),
+            )
+    return list(members.values())
+
+
+def new_group(req: NewGroupFields, plan: GroupPlan, *, sdkappid: int,
+              known: Container[str]) -> Group:
+    """The group to store, once ``known`` tells which of ``plan.accounts`` exist: 10019 for
+    the missing ones, then the member cap and the options."""
+    missing = [a for a in plan.accounts if a not in known]
+    if missing:
+        raise errors.AccountNotFound(accounts=missing)
+    if len(plan.members) > (plan.max_members or len(plan.members)):
+        raise errors.GroupFull(f"MemberList exceeds the group's {plan.max_members} members")
+    is_av = plan.type is GroupType.AVCHATROOM
+    return Group(
+        sdkappid=sdkappid,
+        group_id=plan.group_id,
+        type=plan.type,
+        name=req.Name,
+        owner=req.Owner_Account or None,
+        create_time=plan.create_time,
+        max_member_num=plan.max_members,
+        introduction=req.Introduction,
+        notification=req.Notification,
+        face_url=req.FaceUrl,
+        # An AVChatRoom is joined freely unless asked otherwise; other types need approval.
+        apply_join_option=_option(
+            req.ApplyJoinOption, JoinOption,
+            JoinOption.FREE_ACCESS if is_av else JoinOption.NEED_PERMISSION,
+            "ApplyJoinOption",
+        ),
+        invite_join_option=_option(
+            req.InviteJoinOption, InviteOption, InviteOption.FREE_ACCESS, "InviteJoinOption",
+        ),
+        app_defined_data=app_defined_data(req.AppDefinedData),
+        last_info_time=plan.create_time,
+        support_topic=bool(req.SupportTopic) and plan.type is GroupType.COMMUNITY,
+    )
+
+
+def owns_taken_id(existing: Group | None, owner: str | None) -> bool:
+    """Whether a custom GroupId that is taken is taken by the requester's own group, which
+    Tencent answers with 10025 rather than 10021."""
+    return existing is not None and bool(existing.owner) and existing.owner == owner
+
+
+def import_create_time(group_type: GroupType, create_time: int | None, now: int) -> int:
+    """import_group's CreateTime (now when left out): a past Unix time, never for an
+    AVChatRoom, which keeps no history to import."""
+    if group_type is GroupType.AVCHATROOM:
+        raise errors.NoPermission("import_group does not apply to AVChatRoom groups")
+    created = now if create_time is None else create_time
+    if not 0 < created <= now:
+        raise errors.InvalidParameter("CreateTime must be a past Unix time in seconds")
+    return created
+
+
+# --- get_group_info / get_appid_group_list --------------------------------------------
+
+
+def check_group_id_list(group_ids: Sequence[str]) -> None:
+    if not group_ids:
+        raise errors.InvalidParameter("GroupIdList is empty")
+    if len(group_ids) > GROUP_INFO_MAX:
+        raise errors.TooManyAccounts(f"GroupIdList has more than {GROUP_INFO_MAX} groups")
+
+
+def check_group_list_limit(limit: int) -> None:
+    if not 0 < limit <= GROUP_LIST_LIMIT_MAX:
+        raise errors.InvalidParameter(f"Limit must be between 1 and {GROUP_LIST_LIMIT_MAX}")

@@ -179,3 +179,10 @@ def check_member_may_change_marks(account: str, admins: Collection[str],
 # a member (owner or admin) changes custom marks only.
 REST_ALLOWS_SPECIAL = True
 GATEWAY_ALLOWS_SPECIAL = False
+
+
+def robots_not_imported_error(missing: Sequence[str]) -> errors.TimError:
+    """add_robots lists an account only once it was imported (its row needs a profile)."""
+    return errors.InvalidParameter(
+        f"robot accounts must be imported first; not imported: {', '.join(missing)}"
+    )

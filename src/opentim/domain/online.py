@@ -8,6 +8,7 @@ in ``opentim.online``.
 from __future__ import annotations
 
 from opentim import errors
+from opentim.domain.apps import App
 from opentim.domain.groups import GroupType
 
 # Types whose members are listed while online: AVChatRoom (any imported account may join)
@@ -31,7 +32,7 @@ def check_online_list_type(group_id: str, group_type: GroupType | None,
                            allowed: tuple[GroupType, ...] = ONLINE_LIST_TYPES) -> GroupType:
     """``group_type``: the group's type, None if it does not exist."""
     if group_type is None:
-        raise errors.GroupNotFound(f"group {group_id!r} does not exist or has been dismissed")
+        raise errors.GroupNotFound(group_id=group_id)
     if group_type not in allowed:
         raise errors.NoPermission(
             f"{group_type} groups have no online member list: only "
@@ -62,3 +63,11 @@ def member_state_cause(node_lost: bool) -> str:
     interruptions (coming back within RECOVER_WINDOW is HeartbeatRecover), a lapsed mark
     500 as Quit."""
     return "HeartbeatInterrupt" if node_lost else "Quit"
+
+
+def check_online_list_feature(app: App) -> None:
+    """Marks and robots need the Premium edition with the online member list switched on
+    (get_members without it answers the basic list: ``page_request``)."""
+    missing = app.missing_online_list_feature()
+    if missing:
+        raise errors.NoPermission(missing)

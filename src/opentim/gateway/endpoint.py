@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from opentim import errors, marks
+from opentim import errors
 from opentim.events import ConnectionStateChanged, Origin
 from opentim.gateway import frames, transport
 from opentim.gateway.rooms import LocalRooms
@@ -304,24 +304,14 @@ class ClientConnection:
 
     async def modify_marks(self, frame: Frame, now: float) -> dict[str, Any]:
         """A connected group owner or App admin sets/deletes marks >= 1000."""
-        runtime = self.runtime
-        account = self.presence.account
-        app = runtime.apps.get(self.presence.sdkappid)
+        app = self.runtime.apps.get(self.presence.sdkappid)
         if app is None:
             raise errors.SdkAppIdNotFound()
-        await marks.require_av_group(runtime, app.sdkappid, frame.GroupId)
-        marks.require_online_list_feature(app)
-        if account not in app.admins:
-            group = (await runtime.store.get_groups(app.sdkappid, [frame.GroupId])).get(
-                frame.GroupId)
-            if group is None or group.owner != account:
-                raise errors.NoPermission(
-                    "only the group owner or an App admin may change marks"
-                )
-        result = await marks.modify_marks(
-            runtime, app, frame.GroupId, frame.CommandType,
+        result = await self.runtime.marks.modify_marks(
+            app, frame.GroupId, frame.CommandType,
             [(m.Member_Account, m.Marks) for m in frame.MemberList],
-            operator=account, now=now, allow_special=False, origin=self.presence.origin,
+            operator=self.presence.account, now=now, origin=self.presence.origin,
+            by_member=True,
         )
         return {"GroupId": frame.GroupId, "CommandType": frame.CommandType,
                 "MemberList": [{"Member_Account": m.account, "Marks": list(m.marks)}

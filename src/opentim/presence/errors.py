@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from opentim.domain.marks import (
+    MARK_ALWAYS_ONLINE,
+    MARK_HIDDEN,
+    MIN_CUSTOM_MARK,
+    LimitKind,
+)
 
 
 class PresenceError(Exception):
@@ -10,10 +15,11 @@ class PresenceError(Exception):
 
 
 class InvalidMarkError(PresenceError, ValueError):
-    """A mark that is neither >= 1000 nor one of the special marks 500 / 600."""
+    """A mark that is neither custom (>= 1000) nor one of the special marks 500 / 600."""
 
     def __init__(self, mark: object) -> None:
-        super().__init__(f"invalid mark {mark!r}: marks are >= 1000, 500 or 600")
+        super().__init__(f"invalid mark {mark!r}: marks are >= {MIN_CUSTOM_MARK}, "
+                         f"{MARK_ALWAYS_ONLINE} or {MARK_HIDDEN}")
         self.mark = mark
 
 
@@ -33,13 +39,13 @@ class MarkLimitError(PresenceError):
 
     def __init__(
         self,
-        kind: Literal["distinct_marks", "members_per_mark"],
+        kind: LimitKind,
         limit: int,
         mark: int | None,
         went_offline: list[str] | None = None,
     ) -> None:
         what = (
-            f"more than {limit} distinct marks >= 1000 in the group"
+            f"more than {limit} distinct marks >= {MIN_CUSTOM_MARK} in the group"
             if kind == "distinct_marks"
             else f"more than {limit} members with mark {mark}"
         )

@@ -10,35 +10,33 @@ Every method is a coroutine that never awaits, so each call is atomic under asyn
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from operator import attrgetter
+import time
+from collections.abc import Callable, Sequence
 
-from opentim.presence.base import (
+from opentim.domain.marks import (
     DEFAULT_MARK500_TTL,
-    DEFAULT_PAGE_CAP,
-    DEFAULT_PAGE_LIMIT,
     MARK_ALWAYS_ONLINE,
     MARK_HIDDEN,
-    MAX_DISTINCT_MARKS,
-    MAX_MEMBERS_PER_MARK,
-    MIN_CUSTOM_MARK,
-    RECOVER_WINDOW,
+    MARK_LIMITS,
+    MarkLimits,
+    broken_limit,
+)
+from opentim.domain.online import LIST_CAP, PAGE_SIZE, RECOVER_WINDOW
+from opentim.presence.backend import StoreBase
+from opentim.presence.cursor import next_cursor, page_window
+from opentim.presence.errors import MarkLimitError
+from opentim.presence.rows import check_mark, check_page_args, encode_row, join_rows, merge_items
+from opentim.presence.seqlist import SeqList
+from opentim.presence.types import (
     Joined,
+    LeaseLostHook,
     MarkedMember,
-    MarkLimitError,
     MarkResult,
     Offline,
+    OfflineHook,
     Page,
     Profiles,
-    RobotsViaMarks,
-    check_mark,
-    check_page_args,
-    encode_row,
-    join_rows,
-    merge_items,
 )
-from opentim.presence.cursor import next_cursor, page_window
 
 _EMPTY = Page(b"[]", 0, 0)
 
@@ -60,113 +58,6 @@ class _Entry:
         return self.nconn > 0 or self.until500 > now
 
 
-_seq_of = attrgetter("seq")
-
-
-class _SeqList:
-    """Entries sorted by join sequence, newest last; a minimal blocked sorted list.
-
-    Sequences only grow, so adding is an append to the last block; removal costs one
-    bisect plus a delete inside a block of at most ``BLOCK`` items; a page seeks its
-    cursor with two bisects and walks backwards. No per-call sort, no O(n) memmove.
-    """
-
-    BLOCK = 512
-    __slots__ = ("_blocks", "_len", "_maxes")
-
-    def __init__(self) -> None:
-        self._blocks: list[list[_Entry]] = []
-        self._maxes: list[int] = []  # seq of the last entry of each block
-        self._len = 0
-
-    def __len__(self) -> int:
-        return self._len
-
-    def append(self, e: _Entry) -> None:
-        """Add an entry whose seq is larger than every seq in the list."""
-        self._len += 1
-        if self._blocks and len(self._blocks[-1]) < self.BLOCK:
-            self._blocks[-1].append(e)
-            self._maxes[-1] = e.seq
-        else:
-            self._blocks.append([e])
-            self._maxes.append(e.seq)
-
-    def insert(self, e: _Entry) -> None:
-        """Add an entry anywhere (mark indexes: a member's seq predates the mark)."""
-        bi = bisect_left(self._maxes, e.seq)
-        if bi == len(self._blocks):
-            self.append(e)
-            return
-        block = self._blocks[bi]
-        block.insert(bisect_left(block, e.seq, key=_seq_of), e)
-        self._len += 1
-        if len(block) > 2 * self.BLOCK:  # split so inserts stay O(block)
-            half = len(block) // 2
-            self._blocks[bi : bi + 1] = [block[:half], block[half:]]
-            self._maxes[bi : bi + 1] = [block[half - 1].seq, block[-1].seq]
-
-    def remove(self, e: _Entry) -> None:
-        bi = bisect_left(self._maxes, e.seq)
-        block = self._blocks[bi]
-        i = bisect_left(block, e.seq, key=_seq_of)
-        del block[i]
-        self._len -= 1
-        if not block:
-            del self._blocks[bi], self._maxes[bi]
-            return
-        if i == len(block):
-            self._maxes[bi] = block[-1].seq
-        # Merge a shrunken block into its left neighbour so the number of blocks follows
-        # the current size, not the group's join history.
-        if (
-            bi
-            and len(block) < self.BLOCK // 4
-            and len(self._blocks[bi - 1]) + len(block) <= (self.BLOCK)
-        ):
-            self._blocks[bi - 1].extend(block)
-            self._maxes[bi - 1] = self._maxes[bi]
-            del self._blocks[bi], self._maxes[bi]
-
-    def _start(self, seq: int | None) -> tuple[int, int]:
-        """Block index and position just past the newest entry below ``seq``."""
-        blocks = self._blocks
-        if seq is None:
-            return len(blocks) - 1, len(blocks[-1])
-        bi = bisect_left(self._maxes, seq)
-        if bi == len(blocks):
-            return bi - 1, len(blocks[-1])
-        return bi, bisect_left(blocks[bi], seq, key=_seq_of)
-
-    def take_below(self, seq: int | None, n: int) -> list[_Entry]:
-        """Up to ``n`` entries below ``seq``, newest first, copied a block slice at a time."""
-        blocks = self._blocks
-        out: list[_Entry] = []
-        if not blocks:
-            return out
-        bi, i = self._start(seq)
-        while bi >= 0 and len(out) < n:
-            block = blocks[bi]
-            start = max(0, i - (n - len(out)))
-            out.extend(reversed(block[start:i]))
-            bi -= 1
-            i = len(blocks[bi]) if bi >= 0 else 0
-        return out
-
-    def below(self, seq: int | None) -> Iterator[_Entry]:
-        """Entries with a seq strictly below ``seq`` (None: all), newest first."""
-        blocks = self._blocks
-        if not blocks:
-            return
-        bi, i = self._start(seq)
-        while bi >= 0:
-            block = blocks[bi]
-            for j in range(i - 1, -1, -1):
-                yield block[j]
-            bi -= 1
-            i = len(blocks[bi]) if bi >= 0 else 0
-
-
 class _Group:
     __slots__ = ("by_account", "conns", "interrupted", "marks", "min500", "next_seq", "order")
 
@@ -174,8 +65,8 @@ class _Group:
         self.next_seq = 1
         self.by_account: dict[str, _Entry] = {}
         self.conns: dict[str, _Entry] = {}
-        self.order = _SeqList()
-        self.marks: dict[int, _SeqList] = {}  # only non-empty indexes
+        self.order: SeqList[_Entry] = SeqList()
+        self.marks: dict[int, SeqList[_Entry]] = {}  # only non-empty indexes
         # A lower bound of the earliest mark-500 expiry: lets reads skip the expiry scan.
         self.min500 = math.inf
         # account -> when a heartbeat interruption took it offline (for HeartbeatRecover).
@@ -184,17 +75,38 @@ class _Group:
         self.interrupted: dict[str, float] = {}
 
 
-class MemoryPresenceStore(RobotsViaMarks):
-    """Presence kept in this process's memory; for a single server process only."""
+class MemoryPresenceStore(StoreBase):
+    """Presence kept in this process's memory; for a single server process only.
 
-    def __init__(self) -> None:
+    Built with the same options as the Redis store (see ``StoreBase``); it has no lease
+    to lose, so ``on_lease_lost`` is never called. ``limits`` and ``recover_window`` are
+    the product's (``opentim.domain``) unless a test passes others.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        sweep_interval: float = 5.0,
+        background: bool = True,
+        on_offline: OfflineHook | None = None,
+        on_lease_lost: LeaseLostHook | None = None,
+        limits: MarkLimits = MARK_LIMITS,
+        recover_window: float = RECOVER_WINDOW,
+    ) -> None:
+        super().__init__(clock=clock, sweep_interval=sweep_interval, background=background,
+                         on_offline=on_offline, on_lease_lost=on_lease_lost)
+        self._limits = limits
+        self._recover_window = recover_window
         self._groups: dict[tuple[int, str], _Group] = {}
 
     async def start(self) -> None:
-        return None
+        # Reads filter lapsed marks 500 themselves; the sweep removes them and turns them
+        # into offline reports.
+        self._start_background()
 
     async def close(self) -> None:
-        return None
+        await self._stop_background()
 
     # --- internal state changes (shared by the public methods) ----------------------
 
@@ -210,7 +122,7 @@ class MemoryPresenceStore(RobotsViaMarks):
             e.marks = set()
         if mark not in e.marks:
             e.marks.add(mark)
-            g.marks.setdefault(mark, _SeqList()).insert(e)
+            g.marks.setdefault(mark, SeqList()).insert(e)
 
     def _drop_mark(self, g: _Group, e: _Entry, mark: int) -> None:
         if e.marks is None or mark not in e.marks:
@@ -235,7 +147,7 @@ class MemoryPresenceStore(RobotsViaMarks):
     def _remember_interruption(self, g: _Group, account: str, now: float) -> None:
         g.interrupted.pop(account, None)
         g.interrupted[account] = now
-        _trim_interruptions(g, now)
+        _trim_interruptions(g, now, self._recover_window)
 
     def _expire_due(self, g: _Group, now: float) -> list[str]:
         """Apply lapsed marks 500; returns the members that went offline by it."""
@@ -284,7 +196,7 @@ class MemoryPresenceStore(RobotsViaMarks):
             lost_at = g.interrupted.pop(account, None)
             if lapsed:
                 outcome = Joined.AFTER_LAPSE
-            elif lost_at is not None and lost_at >= now - RECOVER_WINDOW:
+            elif lost_at is not None and lost_at >= now - self._recover_window:
                 outcome = Joined.RECOVERED
             else:
                 outcome = Joined.ONLINE
@@ -330,8 +242,8 @@ class MemoryPresenceStore(RobotsViaMarks):
         *,
         cursor: int = 0,
         mark: int | None = None,
-        limit: int = DEFAULT_PAGE_LIMIT,
-        cap: int = DEFAULT_PAGE_CAP,
+        limit: int = PAGE_SIZE,
+        cap: int = LIST_CAP,
         now: float,
     ) -> Page:
         check_page_args(limit, cap)
@@ -381,24 +293,6 @@ class MemoryPresenceStore(RobotsViaMarks):
             n -= sum(1 for e in idx.below(None) if not e.online(now))
         return n
 
-    async def is_online(self, app: int, group: str, account: str, *, now: float) -> bool:
-        g = self._groups.get((app, group))
-        e = g.by_account.get(account) if g else None
-        return e is not None and e.online(now)
-
-    async def marks_of(
-        self, app: int, group: str, accounts: Iterable[str], *, now: float
-    ) -> dict[str, tuple[int, ...]]:
-        g = self._groups.get((app, group))
-        out: dict[str, tuple[int, ...]] = {}
-        if g is None:
-            return out
-        for a in accounts:
-            e = g.by_account.get(a)
-            if e is not None and e.online(now):
-                out[a] = _marks_now(e, now)
-        return out
-
     # --- marks -----------------------------------------------------------------------
 
     async def set_marks(
@@ -428,15 +322,16 @@ class MemoryPresenceStore(RobotsViaMarks):
             for m in ms:
                 if e is None or e.marks is None or m not in e.marks:
                     adds[m] = adds.get(m, 0) + 1
-        try:
-            _check_limits(
-                {m for m in g.marks if m >= MIN_CUSTOM_MARK},
-                adds,
-                lambda m: len(g.marks[m]) if m in g.marks else 0,
-            )
-        except MarkLimitError as exc:
-            exc.went_offline = went_offline  # removed all the same: the caller reports them
-            raise
+        limits = self._limits
+        broken = broken_limit(
+            {m for m in g.marks if m >= limits.min_custom},
+            adds,
+            lambda m: len(g.marks[m]) if m in g.marks else 0,
+            limits,
+        )
+        if broken is not None:
+            # went_offline: removed all the same, so the caller reports them
+            raise MarkLimitError(*broken, went_offline=went_offline)
         until = now + mark500_ttl
         result = MarkResult(went_offline=went_offline)
         for a, e, ms in plan:
@@ -491,34 +386,16 @@ class MemoryPresenceStore(RobotsViaMarks):
             for a in self._expire_due(g, now):
                 out.append(Offline(app, group, a, "mark500_expired"))
             if g.interrupted:
-                _trim_interruptions(g, now)
+                _trim_interruptions(g, now, self._recover_window)
         return out
 
 
-def _trim_interruptions(g: _Group, now: float) -> None:
+def _trim_interruptions(g: _Group, now: float, window: float) -> None:
     """Forget interruptions older than the recovery window (they are oldest first)."""
     stale = g.interrupted
-    cutoff = now - RECOVER_WINDOW
+    cutoff = now - window
     while stale:
         account, at = next(iter(stale.items()))
         if at >= cutoff:
             return
         del stale[account]
-
-
-def _marks_now(e: _Entry, now: float) -> tuple[int, ...]:
-    if not e.marks:
-        return ()
-    return tuple(sorted(m for m in e.marks if m != MARK_ALWAYS_ONLINE or e.until500 > now))
-
-
-def _check_limits(
-    distinct_now: set[int], adds: dict[int, int], size_of: Callable[[int], int]
-) -> None:
-    """Raise MarkLimitError if applying ``adds`` (mark -> new members) breaks a limit."""
-    distinct = distinct_now | {m for m in adds if m >= MIN_CUSTOM_MARK}
-    if len(distinct) > MAX_DISTINCT_MARKS:
-        raise MarkLimitError("distinct_marks", MAX_DISTINCT_MARKS, None)
-    for m in sorted(adds):
-        if size_of(m) + adds[m] > MAX_MEMBERS_PER_MARK:
-            raise MarkLimitError("members_per_mark", MAX_MEMBERS_PER_MARK, m)

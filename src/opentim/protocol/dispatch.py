@@ -1,7 +1,10 @@
 """Command registry: ``/v4/{service}/{command}`` → a typed request and a handler.
 
 Service modules declare their commands with :func:`command`; the REST edge looks them up,
-decodes the body into the command's request type, and calls the handler.
+decodes the body into the command's request type, and calls the handler. This registry is
+the one list of OpenTIM's REST commands (docs/rest-commands.md#coverage is generated from
+it). A command's handler sits next to its request type in ``services/`` and calls its
+rules in ``domain/`` by name: ``Command.handler.__module__`` is one step from the rules.
 """
 
 from __future__ import annotations
@@ -128,7 +131,8 @@ def _did_you_mean(word: str, known: set[str]) -> str:
 
 
 def load_services() -> None:
-    """Import every service module so their commands register."""
+    """Import every service module so their commands register (group_open_http_svc is a
+    package whose ``__init__`` imports its groups, members and messages modules)."""
     from opentim.services import (  # noqa: F401
         group_open_avchatroom_http_svc,
         group_open_http_svc,

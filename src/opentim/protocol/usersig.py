@@ -1,6 +1,7 @@
 """UserSig v2: decoding, verification (with a bounded cache) and generation.
 
-The format is the one the official ``tls-sig-api-v2`` libraries produce (protocol.md §2):
+The format is the one the official ``tls-sig-api-v2`` libraries produce
+(https://github.com/tencentyun/tls-sig-api-v2-python; docs/running.md#usersigs-opentim-usersig):
 base64 with ``+/=`` mapped to ``*-_`` over a zlib stream of a JSON document whose
 ``TLS.sig`` is ``HMAC-SHA256(secret_utf8, content)``. The secret is used as its UTF-8 text,
 exactly as the libraries do, not hex-decoded.
@@ -103,7 +104,8 @@ def expired(expires_at: int) -> errors.TimError:
 
 
 def verify(usersig: str, *, sdkappid: int, identifier: str, key: str, now: float) -> VerifiedSig:
-    """Check a sig in the order Tencent's reference verifier does (protocol.md §2)."""
+    """Check a sig in the order Tencent's reference verifier does: decode, sdkappid,
+    identifier, expiry, then the HMAC (docs/errors.md#usersig-failures)."""
     if not usersig:
         raise errors.UserSigEmpty()
     doc = decode(usersig)

@@ -10,10 +10,11 @@ from typing import Any
 
 import msgspec
 
-from opentim import errors, marks
+from opentim import errors
+from opentim.domain.marks import check_mark
+from opentim.domain.online import page_request
 from opentim.online import require_online_list_group
-from opentim.presence.base import MARK_ALWAYS_ONLINE, MARK_HIDDEN, MIN_CUSTOM_MARK
-from opentim.presence.errors import InvalidCursorError
+from opentim.presence import InvalidCursorError
 from opentim.protocol.dispatch import command, service
 from opentim.protocol.fields import Int64, NonNegInt64, UInt32
 from opentim.runtime import Context
@@ -24,20 +25,6 @@ SERVICE = service(
     internal_error=errors.GroupInternalError,
     unknown_command=errors.InvalidCommand,
 )
-
-PAGE_SIZE = 500
-LIST_CAP = 1000
-# Apps without the Premium online-list feature get the newest 30 on one page (seed 001).
-BASIC_LIST_SIZE = 30
-
-
-def check_mark(mark: int) -> int:
-    if mark in (MARK_ALWAYS_ONLINE, MARK_HIDDEN) or mark >= MIN_CUSTOM_MARK:
-        return mark
-    raise errors.InvalidParameter(
-        f"mark {mark} is invalid: marks are >= {MIN_CUSTOM_MARK}, or the special marks "
-        f"{MARK_ALWAYS_ONLINE} and {MARK_HIDDEN}"
-    )
 
 
 class GetMembers(msgspec.Struct):
@@ -51,10 +38,7 @@ async def get_members(ctx: Context, req: GetMembers) -> dict[str, Any]:
     runtime = ctx.runtime
     await require_online_list_group(runtime.group_types, ctx.sdkappid, req.GroupId)
     mark = None if req.Mark is None else check_mark(req.Mark)
-    if ctx.app.has_online_member_list:
-        cursor, limit, cap = req.Timestamp, PAGE_SIZE, LIST_CAP
-    else:
-        cursor, limit, cap = 0, BASIC_LIST_SIZE, BASIC_LIST_SIZE
+    cursor, limit, cap = page_request(ctx.app.has_online_member_list, req.Timestamp)
     try:
         page = await runtime.presence.page(ctx.sdkappid, req.GroupId, cursor=cursor, mark=mark,
                                            limit=limit, cap=cap, now=ctx.now)
@@ -78,12 +62,10 @@ class ModifyUserInfo(msgspec.Struct):
 
 @command(SERVICE, "modify_user_info", ModifyUserInfo)
 async def modify_user_info(ctx: Context, req: ModifyUserInfo) -> dict[str, Any]:
-    await marks.require_av_group(ctx.runtime, ctx.sdkappid, req.GroupId)
-    marks.require_online_list_feature(ctx.app)
-    result = await marks.modify_marks(
-        ctx.runtime, ctx.app, req.GroupId, req.CommandType,
+    result = await ctx.runtime.marks.modify_marks(
+        ctx.app, req.GroupId, req.CommandType,
         [(m.Member_Account, m.Marks) for m in req.MemberList],
-        operator=ctx.identifier, now=ctx.now, allow_special=True, origin=ctx.origin,
+        operator=ctx.identifier, now=ctx.now, origin=ctx.origin,
     )
     return {
         "CommandType": req.CommandType,
@@ -99,15 +81,11 @@ class Robots(msgspec.Struct):
 
 @command(SERVICE, "add_robots", Robots)
 async def add_robots(ctx: Context, req: Robots) -> None:
-    await marks.require_av_group(ctx.runtime, ctx.sdkappid, req.GroupId)
-    marks.require_online_list_feature(ctx.app)
-    await marks.add_robots(ctx.runtime, ctx.app, req.GroupId, req.Member_Account,
-                           operator=ctx.identifier, now=ctx.now, origin=ctx.origin)
+    await ctx.runtime.marks.add_robots(ctx.app, req.GroupId, req.Member_Account,
+                                       operator=ctx.identifier, now=ctx.now, origin=ctx.origin)
 
 
 @command(SERVICE, "del_robots", Robots)
 async def del_robots(ctx: Context, req: Robots) -> None:
-    await marks.require_av_group(ctx.runtime, ctx.sdkappid, req.GroupId)
-    marks.require_online_list_feature(ctx.app)
-    await marks.del_robots(ctx.runtime, ctx.app, req.GroupId, req.Member_Account,
-                           operator=ctx.identifier, now=ctx.now, origin=ctx.origin)
+    await ctx.runtime.marks.del_robots(ctx.app, req.GroupId, req.Member_Account,
+                                       operator=ctx.identifier, now=ctx.now, origin=ctx.origin)

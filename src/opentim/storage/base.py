@@ -1,7 +1,9 @@
 """Storage interfaces: what the domain needs from a database, nothing about SQL.
 
-One implementation (``sql.py``) serves SQLite and PostgreSQL through SQLAlchemy Core; the
-dialect differences it has live in ``database.py``.
+One interface per concept (apps, accounts, groups, members, messages). One implementation
+of each (``apps.py`` ... ``messages.py``, composed in ``sql.SqlStore``) serves SQLite and
+PostgreSQL through SQLAlchemy Core; what the dialects spell differently is in
+``dialect.py``, how reads and writes reach the database in ``database.py``.
 """
 
 from __future__ import annotations
@@ -57,65 +59,69 @@ class GroupPage:
 
 
 class AppStore(Protocol):
-    async def create_app(self, app: App, *, now: int) -> None:
+    async def create(self, app: App, *, now: int) -> None:
         """Raises KeyError when the SDKAppID exists."""
 
-    async def save_app(self, app: App, *, now: int) -> None:
+    async def save(self, app: App, *, now: int) -> None:
         """Replace an existing app's settings."""
 
-    async def get_app(self, sdkappid: int) -> App | None: ...
+    async def get(self, sdkappid: int) -> App | None: ...
 
-    async def list_apps(self) -> list[App]: ...
+    async def list_all(self) -> list[App]:
+        """Every app, by SDKAppID."""
 
 
 class AccountStore(Protocol):
-    async def import_accounts(self, sdkappid: int, profiles: Sequence[AccountProfile],
+    async def import_profiles(self, sdkappid: int, profiles: Sequence[AccountProfile],
                               *, now: int) -> None:
         """Create missing accounts, update the given fields of existing ones."""
 
-    async def existing_accounts(self, sdkappid: int, user_ids: Sequence[str]) -> set[str]: ...
+    async def existing(self, sdkappid: int, user_ids: Sequence[str]) -> set[str]: ...
 
-    async def delete_accounts(self, sdkappid: int, user_ids: Sequence[str]) -> set[str]:
+    async def delete(self, sdkappid: int, user_ids: Sequence[str]) -> set[str]:
         """Delete accounts, their group memberships and ownerships; returns those that existed.
 
         Atomic: the memberships go in the same transaction, with each group's member count;
         groups they owned stay, with no owner.
         """
 
-    async def get_profiles(self, sdkappid: int,
-                           user_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    async def profiles(self, sdkappid: int,
+                       user_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """(nick, face_url) of each existing account."""
 
 
 class GroupStore(Protocol):
-    async def create_group(self, group: Group, members: Sequence[Member]) -> None:
+    async def create(self, group: Group, members: Sequence[Member]) -> None:
         """Create a group with its initial members (accounts must exist).
 
         Raises ``errors.GroupIdInUse`` when the ID is taken.
         """
 
-    async def get_groups(self, sdkappid: int, group_ids: Sequence[str]) -> dict[str, Group]: ...
+    async def get(self, sdkappid: int, group_ids: Sequence[str]) -> dict[str, Group]: ...
 
-    async def destroy_group(self, sdkappid: int, group_id: str) -> bool: ...
+    async def destroy(self, sdkappid: int, group_id: str) -> bool:
+        """Delete the group with its members and history; False if there was none."""
 
-    async def list_groups(self, sdkappid: int, *, limit: int, offset: int,
-                          group_type: GroupType | None) -> GroupPage: ...
+    async def list_page(self, sdkappid: int, *, limit: int, offset: int,
+                        group_type: GroupType | None) -> GroupPage: ...
 
-    async def get_members(self, sdkappid: int, group_id: str, *, limit: int | None,
-                          offset: int = 0, after: tuple[int, str] | None = None,
-                          roles: Sequence[str] = ()) -> list[Member]:
+
+class MemberStore(Protocol):
+    async def get(self, sdkappid: int, group_id: str, *, limit: int | None,
+                  offset: int = 0, after: tuple[int, str] | None = None,
+                  roles: Sequence[str] = ()) -> list[Member]:
         """Members in join order; ``after`` is a (join_time, account) keyset cursor.
 
         ``unread_msg_num`` is derived: the group's message count minus the member's read
         mark ``msg_seq``.
         """
 
-    async def get_member_roles(self, sdkappid: int, group_id: str,
-                               accounts: Sequence[str]) -> dict[str, str]: ...
+    async def roles(self, sdkappid: int, group_id: str,
+                    accounts: Sequence[str]) -> dict[str, str]: ...
 
-    async def add_members(self, sdkappid: int, group_id: str,
-                          prepare: Callable[[Group], NewMembers], *,
-                          full_error: bool = False) -> dict[str, int]:
+    async def add(self, sdkappid: int, group_id: str,
+                  prepare: Callable[[Group], NewMembers], *,
+                  full_error: bool = False) -> dict[str, int]:
         """Add distinct accounts in one transaction; returns account -> MemberResult.
 
         ``prepare`` gets the group as read under its lock, in the same transaction, and
@@ -128,10 +134,11 @@ class GroupStore(Protocol):
         in ``members`` order and fail (0); with ``full_error`` a group with no room at all
         raises ``errors.GroupFull`` instead. Unread counts are clamped to the group's message
         count (``next_msg_seq - 1``). Raises ``errors.GroupNotFound`` when the group is gone.
+        These decisions are the functions of ``domain/imports.py``.
         """
 
-    async def delete_members(self, sdkappid: int, group_id: str,
-                             accounts: Sequence[str]) -> list[str]:
+    async def delete(self, sdkappid: int, group_id: str,
+                     accounts: Sequence[str]) -> list[str]:
         """Remove members; returns the accounts that were members."""
 
     async def set_unread(self, sdkappid: int, group_id: str, account: str,
@@ -142,8 +149,8 @@ class GroupStore(Protocol):
 class MessageStore(Protocol):
     """Group message history. Every message takes the group's ``next_msg_seq``."""
 
-    async def append_message(self, sdkappid: int, group_id: str, message: GroupMessage,
-                             *, keep: bool, sender_must_be_member: bool) -> int | None:
+    async def append(self, sdkappid: int, group_id: str, message: GroupMessage,
+                     *, keep: bool, sender_must_be_member: bool) -> int | None:
         """Append one message now: returns its MsgSeq.
 
         Advances ``next_msg_seq`` and ``last_msg_time``; every member's unread count grows by
@@ -153,9 +160,9 @@ class MessageStore(Protocol):
         ``errors.GroupNotFound``.
         """
 
-    async def import_messages(self, sdkappid: int, group_id: str,
-                              messages: Sequence[GroupMessage], *,
-                              now: int) -> list[int | None]:
+    async def import_history(self, sdkappid: int, group_id: str,
+                             messages: Sequence[GroupMessage], *,
+                             now: int) -> list[int | None]:
         """Append messages with their own times, in one transaction; returns each MsgSeq.
 
         History stays in time order: a message is kept only when its time is after the

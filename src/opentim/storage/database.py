@@ -90,13 +90,16 @@ class _InlineReader:
 
 
 class Database:
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, direct_reads: bool = True) -> None:
+        """``direct_reads=False``: PostgreSQL reads all go through SQLAlchemy (the path the
+        asyncpg reader must answer exactly like, which tests compare it with)."""
         self.url = url
         self.engine: AsyncEngine = create_async_engine(
             async_url(url), echo=echo, **_engine_args(url), **_JSON_CODEC
         )
         self.dialect: Dialect = dialect_for(self.engine.dialect.name)
         self.is_sqlite = self.dialect.name == "sqlite"
+        self._direct = direct_reads and not self.is_sqlite
         # PostgreSQL reads skip BEGIN/ROLLBACK (two round trips); aiosqlite would instead
         # pay extra thread hops to switch modes.
         self._reader = self.engine if self.is_sqlite else \
@@ -107,6 +110,9 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._plans: dict[int, Plan | None] = {}
+        # PostgreSQL reads that ran through SQLAlchemy rather than asyncpg (statements not
+        # prebuilt, or with values SQLAlchemy must convert): a figure for tests and probes.
+        self.fallback_reads = 0
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         if self.is_sqlite and make_url(url).database not in (None, "", ":memory:"):
@@ -141,7 +147,7 @@ class Database:
 
     def read(self) -> contextlib.AbstractAsyncContextManager[Executor]:
         """A connection for reads: autocommit on PostgreSQL, inline on SQLite."""
-        if not self.is_sqlite:
+        if self._direct:
             return PgReader(self)
         return self._read_sqlalchemy()
 
@@ -153,6 +159,11 @@ class Database:
             return
         async with self._reader.connect() as conn:
             yield conn
+
+    def compiled_plans(self) -> dict[int, Plan | None]:
+        """The statements compiled for asyncpg so far, by ``id``: their plan, or None for
+        a statement that runs through SQLAlchemy (a copy)."""
+        return dict(self._plans)
 
     def _plan_for(self, statement: Any) -> Plan | None:
         """The asyncpg plan of a prebuilt statement; None: run it through SQLAlchemy."""
@@ -172,7 +183,7 @@ class Database:
                 connect.pop("prepared_statement_name_func", None)
                 connect.pop("async_fallback", None)
                 self._pool = await asyncpg.create_pool(
-                    **connect, min_size=0, max_size=_READ_POOL_SIZE, record_class=PgRow,
+                    **connect, min_size=0, max_size=READ_POOL_SIZE, record_class=PgRow,
                     init=asyncpg_codecs, reset=keep_session)
         return self._pool
 
@@ -214,7 +225,7 @@ def _engine_args(url: str) -> dict[str, Any]:
 
 
 # Reads hold a connection for one short block; SQLAlchemy's pool (writes) keeps its own.
-_READ_POOL_SIZE = 10
+READ_POOL_SIZE = 10
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -237,5 +248,5 @@ def _upgrade(sync_conn: Connection) -> None:
     command.upgrade(cfg, "head")
 
 
-__all__ = ["DEFAULT_DB_URL", "MIGRATION_LOCK_KEY", "Database", "async_url", "metadata",
-           "prebuilt"]
+__all__ = ["DEFAULT_DB_URL", "MIGRATION_LOCK_KEY", "READ_POOL_SIZE", "Database", "async_url",
+           "metadata", "prebuilt"]

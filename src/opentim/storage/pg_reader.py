@@ -180,10 +180,11 @@ class PgReader:
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         db = self._db
-        plan = db._plans.get(id(statement), _UNSEEN)
+        plan: Any = db._plans.get(id(statement), _UNSEEN)  # a Plan, None or _UNSEEN
         if plan is _UNSEEN:
             plan = db._plan_for(statement)
         if plan is None:
+            db.fallback_reads += 1
             if self._sa is None:
                 self._sa = await db._reader.connect().start()
             return await self._sa.execute(statement, parameters)

@@ -71,6 +71,9 @@ groups = Table(
     Column("shut_up_all", Boolean, nullable=False, default=False),
     Column("support_topic", Boolean, nullable=False, default=False),
 )
+# "Which groups does this account own": account deletion clears those ownerships, and
+# without it would read every group of the app.
+Index("ix_groups_owner", groups.c.sdkappid, groups.c.owner)
 
 group_members = Table(
     "group_members",

@@ -1,4 +1,4 @@
-"""Which callback each internal event becomes, with Tencent's body shapes (protocol.md §6).
+"""Which callback each internal event becomes, with Tencent's body shapes (docs/webhooks.md).
 
 Pure functions: no I/O, so the mapping is tested on its own and the delivery code stays
 about queues and HTTP.

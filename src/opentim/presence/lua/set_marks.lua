@@ -1,4 +1,4 @@
--- set_marks(now, until, allow_offline_500, max_distinct, max_per_mark,
+-- set_marks(now, until, allow_offline_500, max_distinct, max_per_mark, min_custom,
 --           {account, row, k, mark1..markk}...)
 -- -> {'LIMIT', kind, limit, mark, off...} with no mark applied, or
 --    {'OK', n_off, off..., n, {account, became_online, "marks"}...}
@@ -7,12 +7,14 @@
 -- with (only sent when 500 is asked for).
 local NOW_S, UNTIL = ARGV[1], ARGV[2]
 local allow500 = ARGV[3] == '1'
+-- the limits are the caller's (opentim.domain.marks.MARK_LIMITS), never defined here
 local max_distinct, max_per = tonumber(ARGV[4]), tonumber(ARGV[5])
+local min_custom = tonumber(ARGV[6])
 local offline = expire_due(NOW_S) -- afterwards: listed == online
 
 -- 1. plan: who gets which marks, and how many new members each mark would get
 local plan, adds = {}, {}
-local i = 6
+local i = 7
 while i <= #ARGV do
   local acc, row, k = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local ms, want500 = {}, false
@@ -37,12 +39,12 @@ end
 local distinct, in_use = 0, {}
 for _, m in ipairs(redis.call('SMEMBERS', K_MARKS)) do
   in_use[m] = true
-  if tonumber(m) >= 1000 then distinct = distinct + 1 end
+  if tonumber(m) >= min_custom then distinct = distinct + 1 end
 end
 local added = {}
 for m, _ in pairs(adds) do
   added[#added + 1] = m
-  if tonumber(m) >= 1000 and not in_use[m] then distinct = distinct + 1 end
+  if tonumber(m) >= min_custom and not in_use[m] then distinct = distinct + 1 end
 end
 local function limit(kind, lim, m)
   local out = { 'LIMIT', kind, lim, m }

@@ -1,0 +1,65 @@
+"""A real HTTP receiver for webhooks: records every POST and answers as told."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Received:
+    query: dict[str, str]
+    body: dict
+
+
+@dataclass
+class Receiver:
+    """Records every POST; answers with ``statuses`` in turn, then 200."""
+
+    url: str = ""
+    calls: list[Received] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    delay: float = 0.0
+    hits: int = 0  # every request, answered 200 or not
+
+    def commands(self) -> list[str]:
+        return [c.query["CallbackCommand"] for c in self.calls]
+
+    def of(self, command: str) -> list[Received]:
+        return [c for c in self.calls if c.query["CallbackCommand"] == command]
+
+    async def wait_for(self, count: int, command: str | None = None,
+                       seconds: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            got = self.of(command) if command else self.calls
+            if len(got) >= count:
+                return got
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"expected {count} {command or 'callbacks'}, got {self.commands()}")
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        from urllib.parse import parse_qsl
+
+        import msgspec
+
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.hits += 1
+        status = self.statuses.pop(0) if self.statuses else 200
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if status == 200:
+            self.calls.append(Received(dict(parse_qsl(scope["query_string"].decode())),
+                                       msgspec.json.decode(body)))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body",
+                    "body": b'{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}'})
