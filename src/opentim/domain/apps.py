@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 DEFAULT_ADMIN = "administrator"
-DEFAULT_RATE_LIMIT = 200  # calls per second per command (protocol.md §0)
+DEFAULT_RATE_LIMIT = 200  # calls per second per command: Tencent's default REST frequency limit
 
 
 class Edition(StrEnum):

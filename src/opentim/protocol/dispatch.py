@@ -10,6 +10,7 @@ rules in ``domain/`` by name: ``Command.handler.__module__`` is one step from th
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -95,32 +96,38 @@ def lookup(service_name: str, command_name: str) -> Command:
     found = COMMANDS.get((service_name, command_name))
     if found is not None:
         return found
-    raise _missing(service_name, command_name)
+    # (long names are not cached: 1024 of them could hold megabytes)
+    why = _missing if len(service_name) + len(command_name) <= 128 else _missing.__wrapped__
+    error, info = why(service_name, command_name)
+    raise error(info)
 
 
 COVERAGE = "docs/rest-commands.md#coverage"
 
 
-def _missing(service_name: str, command_name: str) -> errors.TimError:
+@functools.lru_cache(maxsize=1024)
+def _missing(service_name: str, command_name: str) -> tuple[type[errors.TimError], str]:
     """Why a path names no command: a Tencent command OpenTIM lacks, or a typo.
 
-    Only failed lookups get here, so the hot path never pays for the comparisons.
+    Only failed lookups get here, so the hot path never pays for the comparisons; the
+    answers are cached because a misconfigured client repeats the same wrong path (the
+    "did you mean" comparison costs ~90 us, more than a whole successful call's edge).
     """
     svc = SERVICES.get(service_name)
     error = svc.unknown_command if svc is not None else errors.ResourceUrlInvalid
     page = tencent_commands.doc_page(service_name, command_name)
     if page is not None:
-        return error(f"{service_name}/{command_name} is a Tencent Cloud Chat command not "
-                     f"implemented by OpenTIM (see {COVERAGE}; Tencent's page: {page})")
+        return error, (f"{service_name}/{command_name} is a Tencent Cloud Chat command not "
+                       f"implemented by OpenTIM (see {COVERAGE}; Tencent's page: {page})")
     tencent = tencent_commands.COMMANDS.get(service_name)
     if svc is None and tencent is None:
         known = set(SERVICES) | set(tencent_commands.COMMANDS)
-        return error(f"unknown service {errors.shown(service_name)}"
-                     + _did_you_mean(service_name, known))
+        return error, (f"unknown service {errors.shown(service_name)}"
+                       + _did_you_mean(service_name, known))
     known = {name for svc_name, name in COMMANDS if svc_name == service_name}
     known |= set(tencent or ())
-    return error(f"unknown command {errors.shown(command_name)} in service "
-                 f"{service_name!r}" + _did_you_mean(command_name, known))
+    return error, (f"unknown command {errors.shown(command_name)} in service "
+                   f"{service_name!r}" + _did_you_mean(command_name, known))
 
 
 def _did_you_mean(word: str, known: set[str]) -> str:
