@@ -499,13 +499,12 @@ async def test_memory_interruptions_are_trimmed() -> None:
     for i in range(100):
         await join(store, f"u{i}", now=T0 + i)
         assert await leave(store, f"u{i}", now=T0 + i, interrupted=True)
-    group = store._groups[(APP, G)]
-    assert len(group.interrupted) == 100
+    assert store.remembered_interruptions(APP, G) == 100
     await join(store, "late")
     assert await leave(store, "late", now=T0 + 150, interrupted=True)  # trims before T0 + 30
-    assert len(group.interrupted) == 71  # u30..u99 and late
+    assert store.remembered_interruptions(APP, G) == 71  # u30..u99 and late
     await store.sweep(T0 + 1000)
-    assert group.interrupted == {}
+    assert store.remembered_interruptions(APP, G) == 0
 
 
 async def test_count_and_is_online(store: PresenceStore) -> None:

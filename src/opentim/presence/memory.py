@@ -284,6 +284,12 @@ class MemoryPresenceStore(StoreBase):
             last = e.seq
         return Page(join_rows(rows), next_cursor(last, served, len(rows), more, cap), len(rows))
 
+    def remembered_interruptions(self, app: int, group: str) -> int:
+        """How many heartbeat interruptions the group keeps for HeartbeatRecover: about one
+        RECOVER_WINDOW's worth (trimmed on leave, emptied by the sweep), never all ever."""
+        g = self._groups.get((app, group))
+        return 0 if g is None else len(g.interrupted)
+
     async def count(self, app: int, group: str, *, now: float) -> int:
         g = self._groups.get((app, group))
         if g is None:
