@@ -27,7 +27,14 @@ from opentim.domain.apps import App
 from opentim.webhooks.delivery import sign
 from opentim.webhooks.resolver import GuardedResolver
 from opentim.webhooks.urls import OwnAddress, check_callback_url, origin, refused_address
-from tests.helpers import LiveServer, create_group, import_accounts, live_server, serve_asgi
+from tests.helpers import (
+    LiveServer,
+    create_group,
+    import_accounts,
+    live_server,
+    read_body,
+    serve_asgi,
+)
 
 JOIN = "Group.CallbackAfterNewMemberJoin"
 STATE = "State.StateChange"
@@ -186,12 +193,7 @@ class Scripted:
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         hit = Hit(scope["path"], dict(parse_qsl(scope["query_string"].decode())),
                   msgspec.json.decode(body) if body else None)
         self.hits.append(hit)

@@ -23,7 +23,7 @@ from tests.helpers.calls import (
     sessions,
     statements,
 )
-from tests.helpers.receiver import Received, Receiver
+from tests.helpers.receiver import Received, Receiver, read_body
 from tests.helpers.servers import (
     Clock,
     LiveServer,
@@ -69,6 +69,7 @@ __all__ = [
     "next_event",
     "old_group",
     "online_num",
+    "read_body",
     "redis_client_or_skip",
     "redis_reachable",
     "require_redis",

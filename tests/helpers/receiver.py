@@ -7,6 +7,16 @@ import time
 from dataclasses import dataclass, field
 
 
+async def read_body(receive) -> bytes:  # type: ignore[no-untyped-def]
+    """The whole body of an ASGI HTTP request."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 @dataclass
 class Received:
     query: dict[str, str]
@@ -46,12 +56,7 @@ class Receiver:
 
         import msgspec
 
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         self.hits += 1
         status = self.statuses.pop(0) if self.statuses else 200
         if self.delay:
