@@ -88,6 +88,16 @@ def marks(group: str, command: int, mark: int, members: range) -> Call:
         "MemberList": [{"Member_Account": f"{prefix}{i}", "Marks": [mark]} for i in members]})
 
 
+# portrait_get of 100 accounts (the most it takes), 4 tags each; one has other tags set.
+PROFILE_USERS = [f"bench_p_{i}" for i in range(100)]
+PORTRAIT_GET = Call("profile/portrait_get", {"To_Account": PROFILE_USERS, "TagList": [
+    "Tag_Profile_IM_Nick", "Tag_Profile_IM_Image", "Tag_Profile_IM_Gender",
+    "Tag_Profile_IM_Level"]})
+PROFILE_SETUP = (*import_accounts("bench_p_", 100), Call("profile/portrait_set", {
+    "From_Account": PROFILE_USERS[0], "ProfileItem": [
+        {"Tag": "Tag_Profile_IM_Gender", "Value": "Gender_Type_Female"},
+        {"Tag": "Tag_Profile_IM_Level", "Value": 3}]}))
+
 # Distinct groups: delivery keeps each group's callbacks in order (one in flight per
 # group) and sends different groups in parallel.
 HOOK_GROUPS = tuple(f"bench_hook_{i}" for i in range(8))
@@ -103,6 +113,8 @@ SCENARIOS = [
     Scenario("get_group_info, 1 Public group of 10 members (2 SELECTs)",
              Call("group_open_http_svc/get_group_info", {"GroupIdList": [GROUP]}),
              setup=(IMPORT_USERS, CREATE_GROUP)),
+    Scenario("portrait_get, 100 accounts × 4 tags (1 SELECT)", PORTRAIT_GET,
+             setup=PROFILE_SETUP),
     # No command yet answers without the store, so the edge alone is priced on an unknown
     # command: fully authenticated, then refused with 10003 before any store access.
     Scenario("edge only: group_open_http_svc/no_such_command → 10003",

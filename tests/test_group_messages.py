@@ -61,7 +61,8 @@ async def test_send_advances_seq_and_time(server: Server, app, tim) -> None:
     info = await group_info(tim, group_id)
     assert info["NextMsgSeq"] == 4 and info["LastMsgTime"] == int(server.clock()) - 5
     assert await history_rows(server, app.sdkappid, group_id) == 3
-    assert server.events == []
+    # each message is delivered (GroupPush) and announced to the after-callback
+    assert [type(e).__name__ for e in server.events] == ["GroupPush", "GroupMessageSent"] * 3
 
 
 async def test_unread_grows_for_everyone_but_the_sender(server: Server, tim) -> None:
@@ -90,14 +91,19 @@ async def test_members_added_later_start_with_nothing_unread(tim) -> None:
     assert await unread(tim, group_id) == {"a": 4, "b": 0}
 
 
-async def test_sender_must_be_a_member(tim) -> None:
+async def test_the_admin_may_speak_as_any_existing_account(tim) -> None:
+    """Tencent: From_Account lets the App admin set the sender; the account must exist
+    (a client sending from the gateway must be a member: test_message_delivery)."""
     await import_accounts(tim, "member", "outsider")
     group_id = await create_group(tim, "Public", MemberList=[{"Member_Account": "member"}])
-    reply = await tim.call(SEND, {"GroupId": group_id, "From_Account": "outsider",
-                                  "Random": 1, "MsgBody": text()})
-    assert reply["ErrorCode"] == 10007, reply
+    reply = await tim.ok(SEND, {"GroupId": group_id, "From_Account": "outsider",
+                                "Random": 1, "MsgBody": text()})
+    assert reply["MsgSeq"] == 1
+    reply = await tim.call(SEND, {"GroupId": group_id, "From_Account": "ghost",
+                                  "Random": 2, "MsgBody": text()})
+    assert reply["ErrorCode"] == 10019, reply
     info = await group_info(tim, group_id)
-    assert info["NextMsgSeq"] == 1 and info["LastMsgTime"] == 0  # nothing was taken
+    assert info["NextMsgSeq"] == 2  # the refused one took nothing
 
 
 async def test_avchatroom_messages_take_a_seq_but_are_not_kept(server: Server, app,
@@ -317,3 +323,29 @@ async def test_av_sender_must_be_an_imported_account(tim) -> None:
         "GroupId": group_id, "From_Account": "ghost", "Random": 1,
         "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "hi"}}]})
     assert reply["ErrorCode"] == 10019
+
+
+# --- retention ------------------------------------------------------------------------------
+
+
+async def test_expired_history_is_deleted_by_edition_or_setting(server: Server, app,
+                                                                standard_app, tim) -> None:
+    runtime = server.runtime
+    day = 86400
+    server.clock.pinned = float(int(server.clock()))
+    async with server.client(standard_app) as std:
+        groups = {}
+        for name, client in (("premium", tim), ("standard", std)):
+            groups[name] = await create_group(client, "Public")
+            for age_days in (40, 10, 1):
+                server.clock.pinned -= age_days * day
+                await client.ok(SEND, {"GroupId": groups[name], "Random": age_days,
+                                       "MsgBody": text()})
+                server.clock.pinned += age_days * day
+    # premium keeps 30 days, standard 7 (Tencent's roaming windows)
+    assert await runtime.retention.run_once() == 3
+    assert await history_rows(server, app.sdkappid, groups["premium"]) == 2
+    assert await history_rows(server, standard_app.sdkappid, groups["standard"]) == 1
+    # seqs are not reused and nothing else changes: the next message continues the count
+    reply = await tim.ok(SEND, {"GroupId": groups["premium"], "Random": 9, "MsgBody": text()})
+    assert reply["MsgSeq"] == 4

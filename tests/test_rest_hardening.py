@@ -131,6 +131,27 @@ SAMPLES: dict[tuple[str, str], list[Sample]] = {
              "MsgBody": _MSG_BODY}]}],
     ("group_open_http_svc", "set_unread_msg_num"): [
         lambda w: {"GroupId": w.public, "Member_Account": "b", "UnreadMsgNum": 1}],
+    ("group_open_http_svc", "forbid_send_msg"): [
+        lambda w: {"GroupId": w.public, "Members_Account": ["b"], "MuteTime": 60},
+        lambda w: {"GroupId": w.av, "Members_Account": ["c"], "ShutUpTime": 0}],
+    ("group_open_http_svc", "get_group_muted_account"): [lambda w: {"GroupId": w.public}],
+    ("group_open_http_svc", "get_group_shutted_uin"): [lambda w: {"GroupId": w.av}],
+    ("group_open_http_svc", "ban_group_member"): [
+        lambda w: {"GroupId": w.av, "Members_Account": ["d"], "Duration": 60,
+                   "Description": "d"}],
+    ("group_open_http_svc", "unban_group_member"): [
+        lambda w: {"GroupId": w.av, "Members_Account": ["d"]}],
+    ("group_open_http_svc", "get_group_ban_member"): [
+        lambda w: {"GroupId": w.av, "Limit": 10, "Offset": 0}],
+    ("group_open_http_svc", "send_group_system_notification"): [
+        lambda w: {"GroupId": w.public, "Content": "c", "ToMembers_Account": ["b"]}],
+    ("group_open_http_svc", "group_msg_recall"): [
+        lambda w: {"GroupId": w.public, "MsgSeqList": [{"MsgSeq": 1}], "Reason": "r"}],
+    ("group_open_http_svc", "group_msg_get_simple"): [
+        lambda w: {"GroupId": w.public, "ReqMsgNumber": 5, "ReqMsgSeq": 3,
+                   "WithRecalledMsg": 1}],
+    ("group_open_http_svc", "delete_group_msg_by_sender"): [
+        lambda w: {"GroupId": w.public, "Sender_Account": "c"}],
     ("group_open_avchatroom_http_svc", "get_members"): [
         lambda w: {"GroupId": w.av, "Timestamp": 0, "Mark": 1000},
         lambda w: {"GroupId": w.community, "Timestamp": 0}],
@@ -141,6 +162,12 @@ SAMPLES: dict[tuple[str, str], list[Sample]] = {
         lambda w: {"GroupId": w.av, "Member_Account": ["a"]}],
     ("group_open_avchatroom_http_svc", "del_robots"): [
         lambda w: {"GroupId": w.av, "Member_Account": ["a"]}],
+    ("profile", "portrait_set"): [
+        lambda w: {"From_Account": "a", "ProfileItem": [
+            {"Tag": "Tag_Profile_IM_Nick", "Value": "n"},
+            {"Tag": "Tag_Profile_IM_Level", "Value": 1}]}],
+    ("profile", "portrait_get"): [
+        lambda w: {"To_Account": ["a", "ghost"], "TagList": ["Tag_Profile_IM_Nick"]}],
 }
 
 Path = tuple[str | int, ...]

@@ -16,6 +16,7 @@ from starlette.routing import Route, WebSocketRoute
 from opentim.gateway.endpoint import CLOSE_LEASE_LOST, gateway_endpoint, gateway_http
 from opentim.gateway.limits import ConnectionLimits
 from opentim.gateway.relay import RedisRoomRelay, RoomRelay
+from opentim.gateway.audience import GroupMembers
 from opentim.gateway.rooms import LocalRooms
 from opentim.http_guard import HttpGuard
 from opentim.protocol.dispatch import load_services
@@ -61,7 +62,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     rooms = LocalRooms(runtime.clock, connection_limits=ConnectionLimits(
         web=runtime.settings.max_web_connections_per_account,
-        device=runtime.settings.max_device_connections_per_account))
+        device=runtime.settings.max_device_connections_per_account),
+        members=GroupMembers(runtime.store.members.accounts))
     settings = runtime.settings
     relay = RoomRelay(runtime.events, rooms) if not settings.redis else RedisRoomRelay(
         runtime.events, rooms, redis_url=settings.redis, prefix=runtime.redis_prefix,

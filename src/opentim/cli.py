@@ -12,6 +12,8 @@ from typing import Annotated, NoReturn, TypeVar
 import typer
 
 from opentim.domain.apps import DEFAULT_ADMIN, DEFAULT_RATE_LIMIT, App, Edition, new_secret_key
+from opentim.domain.messages import GROUP_MSG_RATE
+from opentim.domain.profiles import CUSTOM_PREFIX, custom_keyword
 from opentim.protocol import usersig
 from opentim.settings import Settings
 from opentim.startup import (
@@ -84,10 +86,15 @@ def _print_app(app: App, *, show_key: bool = True) -> None:
     typer.echo(f"online list:   {'on' if app.online_member_list else 'off'}")
     typer.echo(f"rate limit:    {app.rate_limit or 'off'}"
                f"{' calls/s per command' if app.rate_limit else ''}")
+    typer.echo(f"message rate:  {app.group_msg_rate or 'off'}"
+               f"{' messages/s per group' if app.group_msg_rate else ''}")
     if app.callback_url:
         typer.echo(f"callback URL:  {app.callback_url}")
         commands = app.callback_commands
         typer.echo(f"callbacks:     {'all' if commands is None else ', '.join(sorted(commands))}")
+    if app.profile_custom_tags:
+        tags = (CUSTOM_PREFIX + t for t in sorted(app.profile_custom_tags))
+        typer.echo(f"profile tags:  {', '.join(tags)}")
 
 
 @cli.command()
@@ -121,6 +128,10 @@ def serve(
     keep_alive_timeout: Annotated[float, typer.Option(
         envvar="OPENTIM_KEEP_ALIVE_TIMEOUT", min=0.1,
         help="seconds an idle keep-alive connection stays open")] = 5.0,
+    message_retention_days: Annotated[int | None, typer.Option(
+        envvar="OPENTIM_MESSAGE_RETENTION_DAYS", min=0,
+        help="days stored messages are kept (default: Tencent's 7 standard / 30 premium; "
+        "0 keeps everything)")] = None,
 ) -> None:
     """Run the server (REST under /v4, client gateway on the same port)."""
     from uvicorn.config import LOG_LEVELS
@@ -137,7 +148,8 @@ def serve(
                         heartbeat_timeout=heartbeat_timeout, metrics_host=metrics_host,
                         metrics_port=metrics_port, max_connections=max_connections,
                         header_timeout=header_timeout, body_timeout=body_timeout,
-                        keep_alive_timeout=keep_alive_timeout)
+                        keep_alive_timeout=keep_alive_timeout,
+                        message_retention_days=message_retention_days)
     fds = raise_fd_limit()  # before the sockets and pools that use descriptors
     try:
         # What can fail is checked first (the addresses, the database, Redis); only then
@@ -214,6 +226,23 @@ def _callback_url(value: str | None) -> str | None:
         raise typer.BadParameter(f"callback URL {redact(value)!r} refused: {exc}") from None
 
 
+ProfileCustomTagOption = Annotated[list[str] | None, typer.Option(
+    "--profile-custom-tag",
+    help=f"declare a custom profile tag {CUSTOM_PREFIX}NAME: NAME is 1 to 8 English "
+         "letters (repeatable)")]
+
+
+GroupMsgRateOption = Annotated[int, typer.Option(
+    min=0, help="messages/s per group (Tencent's default 40); 0 = off")]
+
+
+def _profile_custom_tags(values: list[str] | None) -> frozenset[str]:
+    try:
+        return frozenset(custom_keyword(value) for value in values or ())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--profile-custom-tag") from None
+
+
 def _edition(value: str) -> Edition:
     try:
         return Edition(value)
@@ -234,6 +263,8 @@ def app_create(
     callback_command: CallbackCommandOption = None,
     rate_limit: Annotated[int, typer.Option(min=0, help="calls/s per command; 0 = off")]
     = DEFAULT_RATE_LIMIT,
+    group_msg_rate: GroupMsgRateOption = GROUP_MSG_RATE,
+    profile_custom_tag: ProfileCustomTagOption = None,
     db: DbOption = DEFAULT_DB_URL,
 ) -> None:
     """Create an app."""
@@ -247,6 +278,8 @@ def app_create(
         callback_token=callback_token,
         callback_commands=_callback_commands(callback_command),
         rate_limit=rate_limit,
+        group_msg_rate=group_msg_rate,
+        profile_custom_tags=_profile_custom_tags(profile_custom_tag),
     )
 
     async def work(store: SqlStore) -> None:
@@ -274,9 +307,15 @@ def app_update(
     all_callback_commands: Annotated[bool, typer.Option(
         help="switch every callback command on")] = False,
     rate_limit: Annotated[int | None, typer.Option(min=0)] = None,
+    group_msg_rate: Annotated[int | None, typer.Option(
+        min=0, help="messages/s per group; 0 = off")] = None,
+    profile_custom_tag: ProfileCustomTagOption = None,
+    no_profile_custom_tags: Annotated[bool, typer.Option(
+        help="remove every custom profile tag declaration")] = False,
     db: DbOption = DEFAULT_DB_URL,
 ) -> None:
     """Change an app's settings; a running server picks them up within seconds."""
+    custom_tags = _profile_custom_tags(profile_custom_tag)  # (refused before any I/O)
 
     async def work(store: SqlStore) -> App:
         app = await store.apps.get(sdkappid)
@@ -298,10 +337,16 @@ def app_update(
             changes["callback_token"] = callback_token or None
         if rate_limit is not None:
             changes["rate_limit"] = rate_limit
+        if group_msg_rate is not None:
+            changes["group_msg_rate"] = group_msg_rate
         if callback_command:
             changes["callback_commands"] = _callback_commands(callback_command)
         if all_callback_commands:
             changes["callback_commands"] = None
+        if profile_custom_tag:
+            changes["profile_custom_tags"] = custom_tags
+        if no_profile_custom_tags:
+            changes["profile_custom_tags"] = frozenset()
         updated = dataclasses.replace(app, **changes)  # type: ignore[arg-type]
         await store.apps.save(updated, now=int(time.time()))
         return updated

@@ -147,6 +147,49 @@ class ProfileValueTooLong(TimError):
     default_info = "profile value exceeds 500 bytes"
 
 
+# --- 40xxx: profiles (v4/profile; ProfileValueTooLong above is shared with imports) ------
+
+
+class ProfileInvalidParams(TimError):
+    code = 40001
+    default_info = "invalid parameter"
+
+
+class ProfileAccountsMissing(TimError):
+    code = 40002
+    default_info = "To_Account is missing or empty"
+
+
+class ProfileAccountNotFound(TimError):
+    code = 40003
+    default_info = "account does not exist"
+
+    def __init__(self, info: str | None = None, *, account: str | None = None) -> None:
+        if account is not None:
+            info = f"account {shown(account)} has not been imported"
+        super().__init__(info)
+
+
+class ProfileInternalError(TimError):
+    code = 40006
+    default_info = "internal error, try again"
+
+
+class ProfileTagNotFound(TimError):
+    code = 40009
+    default_info = "profile tag does not exist"
+
+
+class ProfileValueInvalid(TimError):
+    code = 40605
+    default_info = "invalid value for a standard profile tag"
+
+
+class ProfileValueTypeInvalid(TimError):
+    code = 40610
+    default_info = "wrong value type for a profile tag"
+
+
 # --- 100xx: groups; 800xx: messages ----------------------------------------------------
 
 
@@ -190,6 +233,16 @@ class GroupFull(TimError):
     default_info = "group is full"
 
 
+class RefusedByCallback(TimError):
+    code = 10016
+    default_info = "refused by the app's before-callback"
+
+
+class SenderMuted(TimError):
+    code = 10017
+    default_info = "the sender is muted in this group"
+
+
 class InvalidGroupId(TimError):
     code = 10015
     default_info = "invalid group ID"
@@ -218,6 +271,11 @@ class GroupIdInUse(TimError):
         super().__init__(info)
 
 
+class GroupMsgRateLimit(TimError):
+    code = 10023
+    default_info = "this group's message rate limit was reached: send fewer messages a second"
+
+
 class GroupIdInUseByOwner(TimError):
     code = 10025
     default_info = "group ID is already in use and you are its owner"
@@ -232,3 +290,128 @@ class GroupIdInUseByOwner(TimError):
 class MsgBodyTooLong(TimError):
     code = 80002
     default_info = "message body is too long"
+
+
+# --- 200xx, 900xx: one-to-one messages (openim) ----------------------------------------
+
+
+class C2CRefusedByCallback(TimError):
+    code = 20006
+    default_info = "the app's C2C.CallbackBeforeSendMsg refused this message"
+
+
+class C2CMsgNotFound(TimError):
+    code = 20022
+    default_info = "the message to withdraw does not exist"
+
+
+class C2CMsgAlreadyWithdrawn(TimError):
+    code = 20023
+    default_info = "the message has already been withdrawn"
+
+
+class OpenimInvalidRequest(TimError):
+    """openim's invalid-parameter code: a body that does not fit the command's shape."""
+
+    code = 90001
+    default_info = "invalid request"
+
+
+class OpenimMsgBodyInvalid(TimError):
+    code = 90002
+    default_info = "MsgBody does not match the message format"
+
+
+class OpenimToAccountInvalid(TimError):
+    code = 90003
+    default_info = "To_Account is missing or does not exist"
+
+
+class OpenimMsgRandomInvalid(TimError):
+    code = 90005
+    default_info = "MsgRandom is missing"
+
+
+class OpenimMsgTimeStampInvalid(TimError):
+    code = 90006
+    default_info = "MsgTimeStamp is missing"
+
+
+class OpenimFromAccountInvalid(TimError):
+    code = 90008
+    default_info = "From_Account is missing or does not exist"
+
+
+class OpenimTooManyRecipients(TimError):
+    code = 90011
+    default_info = "To_Account lists more than 500 accounts"
+
+
+class OpenimRecipientsNotFound(TimError):
+    code = 90012
+    default_info = "no account in To_Account exists"
+
+
+class OpenimTooManyAccounts(TimError):
+    code = 90018
+    default_info = "too many accounts in the request"
+
+
+class OpenimToAccountNotArray(TimError):
+    code = 90028
+    default_info = "To_Account must be an array of UserIDs"
+
+
+class OpenimToAccountEmpty(TimError):
+    code = 90029
+    default_info = "To_Account is empty"
+
+
+class OpenimSyncFromOldSystemInvalid(TimError):
+    code = 90030
+    default_info = "SyncFromOldSystem must be 2 or 5"
+
+
+class OpenimSyncOtherMachineInvalid(TimError):
+    code = 90031
+    default_info = "SyncOtherMachine must be 1 or 2"
+
+
+class OpenimMsgKeyInvalid(TimError):
+    code = 90054
+    default_info = "MsgKey is not a valid message key"
+
+
+class OpenimBatchBodyTooLong(TimError):
+    code = 90055
+    default_info = "the message is longer than 12 KB"
+
+
+class OpenimInternalError(TimError):
+    code = 91000
+    default_info = "internal error, try again"
+
+
+class OpenimBodyTooLong(TimError):
+    code = 93000
+    default_info = "the message is longer than 12 KB"
+
+
+class C2CCallbackError(TimError):
+    """A refusal whose code (120001-130000) the app's C2C before-callback chose; one
+    subclass per code, made by ``c2c_callback_error``."""
+
+    code = 120001
+    default_info = "refused by the app's C2C.CallbackBeforeSendMsg"
+
+
+_CALLBACK_ERRORS: dict[int, type[C2CCallbackError]] = {}
+
+
+def c2c_callback_error(code: int) -> type[C2CCallbackError]:
+    """The error class for a code the app's C2C before-callback returned (120001-130000)."""
+    found = _CALLBACK_ERRORS.get(code)
+    if found is None:
+        found = _CALLBACK_ERRORS[code] = type(
+            f"C2CCallbackError{code}", (C2CCallbackError,), {"code": code})
+    return found

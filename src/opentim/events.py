@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,125 @@ class AccountsDeleted:
     origin: Origin = REST
 
 
+@dataclass(frozen=True, slots=True)
+class AccountKicked:
+    """``im_open_login_svc/kick``: every connection of the account, in every process, is
+    closed (the gateway handles this); unlike a deletion, it may connect again at once."""
+
+    sdkappid: int
+    account: str
+    event_time_ms: int
+    origin: Origin = REST
+
+
+# --- deliveries: frames for connections, carried to every process by gateway/relay.py ----
+
+# MsgPriority, most important first. Under overload a connection sheds from the end.
+PRIORITIES = ("High", "Normal", "Low", "Lowest")
+NORMAL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPush:
+    """A frame for a group's audience (a message, a system notification, a recall).
+
+    ``room``: the connections that joined the group's room (AVChatRoom), restricted to
+    ``accounts`` when given. Otherwise every open connection of ``accounts`` (the members,
+    read by ``messaging.push_to_group``). ``seq`` > 0 marks a group message: each process
+    hands a group's messages to its connections in ``seq`` order. ``except_conn``: the
+    sending connection, which has the message in its reply.
+    """
+
+    sdkappid: int
+    group_id: str
+    frame: dict[str, Any]
+    room: bool
+    accounts: tuple[str, ...] | None = None
+    priority: int = NORMAL
+    seq: int = 0
+    except_conn: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UserPush:
+    """A frame for every open connection of ``accounts`` (one-to-one messages, recalls)."""
+
+    sdkappid: int
+    accounts: tuple[str, ...]
+    frame: dict[str, Any]
+    except_conn: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMessageSent:
+    """A group message was stored and delivered (Group.CallbackAfterSendMsg)."""
+
+    sdkappid: int
+    group_id: str
+    group_type: str
+    from_account: str
+    operator: str
+    msg_seq: int
+    msg_time: int
+    random: int
+    msg_body: list[dict[str, Any]]
+    cloud_custom_data: str
+    online_only: bool
+    priority: str
+    event_time_ms: int
+    origin: Origin = REST
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMessagesRecalled:
+    """group_msg_recall recalled these messages (Group.CallbackAfterRecallMsg)."""
+
+    sdkappid: int
+    group_id: str
+    group_type: str
+    operator: str
+    msg_seqs: tuple[int, ...]
+    event_time_ms: int
+    origin: Origin = REST
+
+
+@dataclass(frozen=True, slots=True)
+class C2CMessageSent:
+    """A one-to-one message was sent (C2C.CallbackAfterSendMsg): sendmsg and the gateway's
+    send_c2c_msg, not batchsendmsg or importmsg (Tencent calls no callback for those).
+    ``unread_msg_num``: the recipient's unread one-to-one messages, all conversations."""
+
+    sdkappid: int
+    from_account: str
+    to_account: str
+    msg_seq: int
+    msg_random: int
+    msg_time: int
+    msg_key: str
+    msg_body: list[dict[str, Any]]
+    cloud_custom_data: str
+    online_only: bool
+    unread_msg_num: int
+    event_time_ms: int
+    origin: Origin = REST
+
+
+@dataclass(frozen=True, slots=True)
+class C2CMessageWithdrawn:
+    """admin_msgwithdraw withdrew a one-to-one message (C2C.CallbackAfterMsgWithDraw)."""
+
+    sdkappid: int
+    from_account: str
+    to_account: str
+    msg_key: str
+    unread_msg_num: int  # the recipient's, after the withdrawal
+    event_time_ms: int
+    origin: Origin = REST
+
+
 Event = (MembersJoined | MembersExited | GroupDestroyed | MemberStateChanged | MarksChanged
-         | ConnectionStateChanged | AccountsDeleted)
+         | ConnectionStateChanged | AccountsDeleted | AccountKicked | GroupPush | UserPush
+         | GroupMessageSent | GroupMessagesRecalled | C2CMessageSent | C2CMessageWithdrawn)
 Subscriber = Callable[[Event], Awaitable[None] | None]
 
 

@@ -22,6 +22,7 @@ from opentim.domain import online as online_rules
 from opentim.domain.groups import GroupType
 from opentim.domain.online import MARK_TYPES, ONLINE_LIST_TYPES
 from opentim.events import REST, EventBus, GroupDestroyed, MemberStateChanged, Origin
+from opentim.messaging.moderation import JoinBans
 from opentim.presence import Joined, Offline, PresenceStore
 from opentim.storage.sql import SqlStore
 
@@ -108,6 +109,7 @@ class OnlineService:
         self.presence = presence
         self.events = events
         self.types = types
+        self.bans = JoinBans(store)  # ban_group_member: refused joins
         events.subscribe(self._on_event)
 
     async def join(self, conn: Presence, group_id: str, *, now: float,
@@ -116,6 +118,8 @@ class OnlineService:
         joining connection is in its room when this process delivers the announcement
         (as the other processes' connections are when they receive it)."""
         group_type = await require_online_list_group(self.types, conn.sdkappid, group_id)
+        if group_type is GroupType.AVCHATROOM:  # a banned member may not come back (10007)
+            await self.bans.check(conn.sdkappid, group_id, conn.account, now=now)
         if online_rules.needs_membership(group_type):
             roles = await self.store.members.roles(conn.sdkappid, group_id, [conn.account])
             if not roles:
@@ -123,7 +127,8 @@ class OnlineService:
         profile = conn.profile
         if profile is None or now - conn.profile_read_at > PROFILE_TTL:
             # Read once per connection (and PROFILE_TTL): joins and churn then cost no SQL
-            # for AV groups. A nick or avatar changed meanwhile shows later.
+            # for AV groups. A nick or avatar changed meanwhile (account_import,
+            # portrait_set) shows from a later read (docs/rest-commands.md#portrait_set).
             profile = (await self.store.accounts.profiles(conn.sdkappid, [conn.account])).get(
                 conn.account)
             if profile is None:

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from opentim.domain.apps import App
 from opentim.events import REST, EventBus, Origin
 from opentim.marks import MarkService
+from opentim.messaging.group import GroupMessaging
+from opentim.messaging.guards import MemoryGuards, RedisGuards, SendGuards
+from opentim.messaging.retention import Expiring, MessageRetention
 from opentim.online import GroupTypes, OnlineService
 from opentim.presence import Offline, PresenceStore, open_presence_store
 from opentim.protocol.ratelimit import RateLimiter
@@ -44,6 +47,9 @@ class AppRegistry:
 
     def get(self, sdkappid: int) -> App | None:
         return self._apps.get(sdkappid)
+
+    def all(self) -> list[App]:
+        return list(self._apps.values())
 
     async def get_or_refresh(self, sdkappid: int) -> App | None:
         """A miss may be an app created a moment ago: refresh, at most once a second."""
@@ -92,10 +98,14 @@ class Runtime:
     events: EventBus = field(default_factory=EventBus)
     sigs: SigCache = field(default_factory=SigCache)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
+    # Duplicate sends and per-group rates: in Redis when processes share presence.
+    guards: SendGuards = field(default_factory=MemoryGuards)
     group_types: GroupTypes = field(init=False)
     online: OnlineService = field(init=False)
     marks: MarkService = field(init=False)
     webhooks: WebhookDispatcher = field(init=False)
+    group_messages: GroupMessaging = field(init=False)
+    retention: MessageRetention = field(init=False)
 
     def __post_init__(self) -> None:
         self.group_types = GroupTypes(self.store)
@@ -106,6 +116,19 @@ class Runtime:
         self.webhooks = WebhookDispatcher(self.apps, self.events, self.clock, WebhookSettings(
             timeout=s.webhook_timeout, retries=s.webhook_retries,
             queue_size=s.webhook_queue_size, own_host=s.host, own_port=s.port))
+        self.group_messages = GroupMessaging(self.store, self.events, self.guards,
+                                             self.webhooks)
+        self.retention = MessageRetention(
+            lambda: self.apps.all(), self._expiring_stores,
+            days=s.message_retention_days, interval=s.retention_interval, clock=self.clock)
+
+    def _expiring_stores(self) -> list[Expiring]:
+        """Every store of messages that expire (group history; one-to-one history)."""
+        stores: list[Expiring] = [self.store.messages]
+        c2c = getattr(self.store, "c2c", None)
+        if c2c is not None and hasattr(c2c, "delete_sent_before"):
+            stores.append(c2c)
+        return stores
 
     # Called when this process's presence lease was lost (Redis): its connections were
     # swept by another process, so the gateway closes them and clients reconnect.
@@ -134,10 +157,12 @@ class Runtime:
         node_id = uuid.uuid4().hex
         presence = open_presence_store(settings.redis, node_id=node_id, clock=clock,
                                        **presence_options)  # type: ignore[arg-type]
+        prefix = str(presence_options.get("prefix", "opentim"))
+        guards: SendGuards = (RedisGuards(settings.redis, prefix) if settings.redis
+                              else MemoryGuards())
         runtime = cls(settings=settings, db=db, store=store,
                       apps=AppRegistry(store, settings.app_refresh_interval), presence=presence,
-                      clock=clock, node_id=node_id,
-                      redis_prefix=str(presence_options.get("prefix", "opentim")))
+                      clock=clock, node_id=node_id, redis_prefix=prefix, guards=guards)
         built.append(runtime)
         return runtime
 
@@ -145,13 +170,15 @@ class Runtime:
         await self.db.migrate()
         await self.apps.start()
         await self.presence.start()  # it runs its own background sweep
+        self.retention.start()
 
     async def close(self) -> None:
         # Presence first: closing it may report this process's members offline, and those
         # callbacks should still be delivered. Each step is bounded so that one stuck
         # dependency cannot keep the process from exiting.
-        for step in (self.presence.close, self.webhooks.close, self.apps.close,
-                     self.db.close):
+        for step in (self.retention.close, self.presence.close, self.webhooks.close,
+                     self.guards.close,
+                     self.apps.close, self.db.close):
             try:
                 async with asyncio.timeout(15.0):
                     await step()

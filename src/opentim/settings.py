@@ -52,6 +52,11 @@ class Settings:
     max_frame_bytes: int = 128 << 10
     # permessage-deflate on the gateway (off by default: see docs/client-protocol.md).
     ws_compression: bool = False
+    # Days a stored message (group history, one-to-one history) is kept: None keeps what
+    # Tencent keeps by edition (7 days standard, 30 premium), 0 keeps everything.
+    message_retention_days: int | None = None
+    # How often expired messages are deleted (seconds).
+    retention_interval: float = 3600.0
     # How long mark 500 (and robots) keep a member listed without a connection.
     mark500_ttl: float = DEFAULT_MARK500_TTL
     # How often the in-process presence store looks for lapsed marks 500 (offline events).

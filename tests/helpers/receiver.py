@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 async def read_body(receive) -> bytes:  # type: ignore[no-untyped-def]
@@ -32,6 +34,10 @@ class Receiver:
     statuses: list[int] = field(default_factory=list)
     delay: float = 0.0
     hits: int = 0  # every request, answered 200 or not
+    # The reply's JSON for a command and body (before-callbacks read it); None: plain OK.
+    answer: Callable[[str, dict[str, Any]], dict[str, Any] | None] | None = None
+    # Seconds to wait before answering, per CallbackCommand (on top of ``delay``).
+    delays: dict[str, float] = field(default_factory=dict)
 
     def commands(self) -> list[str]:
         return [c.query["CallbackCommand"] for c in self.calls]
@@ -59,12 +65,17 @@ class Receiver:
         body = await read_body(receive)
         self.hits += 1
         status = self.statuses.pop(0) if self.statuses else 200
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        query = dict(parse_qsl(scope["query_string"].decode()))
+        command = query.get("CallbackCommand", "")
+        wait = self.delay + self.delays.get(command, 0.0)
+        if wait:
+            await asyncio.sleep(wait)
+        decoded = msgspec.json.decode(body)
         if status == 200:
-            self.calls.append(Received(dict(parse_qsl(scope["query_string"].decode())),
-                                       msgspec.json.decode(body)))
+            self.calls.append(Received(query, decoded))
+        reply = self.answer(command, decoded) if self.answer is not None else None
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body",
-                    "body": b'{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}'})
+                    "body": msgspec.json.encode(reply) if reply is not None else
+                    b'{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}'})

@@ -577,3 +577,36 @@ async def test_pages_stay_exact_with_caching(backend: Any) -> None:
     assert await listed(store, now=T0 + 11) == ["u2"]  # the robot's 500 lapsed
     await store.drop_group(APP, G)
     assert await listed(store) == []
+
+
+# --- gateway connections, in a group or not --------------------------------------------
+
+
+async def test_connections_by_account(store: PresenceStore) -> None:
+    await store.add_connection(APP, "u1", "c1", platform="iOS")
+    await store.add_connection(APP, "u1", "c2", platform="Web")
+    await store.add_connection(APP, "u2", "c3", platform="Web")
+    await store.add_connection(APP + 1, "u3", "c4", platform="Android")
+    found = await store.connections(APP, ["u1", "u2", "u3", "nobody", "u1"], now=T0)
+    assert set(found) == {"u1", "u2"}  # other apps' and unconnected accounts left out
+    assert sorted(found["u1"]) == ["Web", "iOS"]
+    assert found["u2"] == ["Web"]
+    await store.remove_connection(APP, "u1", "c1")
+    await store.remove_connection(APP, "u1", "c1")  # again: a no-op
+    await store.remove_connection(APP, "u2", "unknown")
+    await store.remove_connection(APP, "u3", "c4")  # another app's account
+    assert await store.connections(APP, ["u1", "u2"], now=T0) == {"u1": ["Web"], "u2": ["Web"]}
+    assert await store.connections(APP + 1, ["u3"], now=T0) == {"u3": ["Android"]}
+    await store.remove_connection(APP, "u1", "c2")
+    assert await store.connections(APP, ["u1"], now=T0) == {}
+    assert await store.connections(APP, [], now=T0) == {}
+
+
+async def test_connections_are_apart_from_groups(store: PresenceStore) -> None:
+    await join(store, "u1", "c1")  # a group join registers no gateway connection
+    assert await store.connections(APP, ["u1"], now=T0) == {}
+    await store.add_connection(APP, "u1", "c1", platform="Web")
+    await leave(store, "u1", "c1")  # leaving the group keeps the connection
+    assert await store.connections(APP, ["u1"], now=T0) == {"u1": ["Web"]}
+    await store.drop_group(APP, G)
+    assert await store.connections(APP, ["u1"], now=T0) == {"u1": ["Web"]}

@@ -223,3 +223,58 @@ async def test_interruptions_are_trimmed_by_later_ones(redis_backend: Any) -> No
         assert await s.leave(APP, G, f"u{i}", f"c{i}", now=now, interrupted=True)
     # u0 is older than the window when u2 is recorded; u1 is exactly at its edge
     assert await redis_backend.client.zrange(key, 0, -1) == [b"u1", b"u2"]
+
+
+# --- gateway connections across nodes ----------------------------------------------------
+
+
+async def test_connections_of_every_node_and_a_crashed_ones(redis_backend: Any) -> None:
+    a = await redis_backend.make(node_id="A", lease_ttl=15, release_on_close=False)
+    b = await redis_backend.make(node_id="B", lease_ttl=60)
+    await a.add_connection(APP, "u1", "a1", platform="iOS")
+    await b.add_connection(APP, "u1", "b1", platform="Web")
+    await a.add_connection(APP, "u2", "a2", platform="Web")
+    found = await b.connections(APP, ["u1", "u2"], now=T0 + 14)
+    assert sorted(found["u1"]) == ["Web", "iOS"] and found["u2"] == ["Web"]
+    # A never refreshes its lease (it crashed): once the lease ran out its connections
+    # no longer count, before any sweep,
+    assert await b.connections(APP, ["u1", "u2"], now=T0 + 15) == {"u1": ["Web"]}
+    # and a sweep removes them
+    await b.sweep(T0 + 16)
+    prefix, client = redis_backend.prefix, redis_backend.client
+    assert not await client.exists(f"{prefix}:nc:{{A}}")
+    assert await client.hkeys(f"{prefix}:uc:{{{APP}:u1}}") == [b"b1"]
+    assert not await client.exists(f"{prefix}:uc:{{{APP}:u2}}")
+
+
+async def test_connections_go_with_a_closed_or_restarted_node(redis_backend: Any) -> None:
+    a = await redis_backend.make(node_id="A")
+    await a.add_connection(APP, "u1", "a1", platform="Web")
+    await a.close()  # graceful: they go at once
+    old = await redis_backend.make(node_id="N", release_on_close=False)
+    await old.add_connection(APP, "u2", "n1", platform="Web")
+    await old.close()  # as if it had crashed
+    new = await redis_backend.make(node_id="N")  # the same node id, restarted
+    assert await new.connections(APP, ["u1", "u2"], now=T0) == {}
+    assert [k for k in await redis_backend.keys() if b":uc:" in k or b":nc:" in k] == []
+
+
+async def test_connections_are_filed_again_after_a_lost_lease(redis_backend: Any) -> None:
+    lost = asyncio.Event()
+
+    async def on_lease_lost() -> None:
+        lost.set()
+
+    a = await redis_backend.make(node_id="A", clock=time.time, lease_ttl=0.3,
+                                 refresh_interval=0.05, sweep_interval=60, background=True,
+                                 on_lease_lost=on_lease_lost)
+    b = await redis_backend.make(node_id="B", clock=time.time)
+    await a.add_connection(APP, "u1", "a1", platform="Web")
+    await b.sweep(time.time() + 60)  # a sweeper far ahead declares A dead
+    assert await b.connections(APP, ["u1"], now=time.time()) == {}
+    await asyncio.wait_for(lost.wait(), 2)
+    for _ in range(40):  # A files its connections again right after noticing
+        if await b.connections(APP, ["u1"], now=time.time()):
+            break
+        await asyncio.sleep(0.05)
+    assert await b.connections(APP, ["u1"], now=time.time()) == {"u1": ["Web"]}

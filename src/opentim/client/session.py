@@ -25,6 +25,10 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 GATEWAY_PATH = "/gateway"
+# Pushed events that are messages: they go to ``Session.messages()``, the rest to
+# ``Session.events``.
+MESSAGE_EVENTS = frozenset({"group_message", "group_system_notification",
+                            "group_message_recalled", "c2c_message", "c2c_message_withdrawn"})
 
 
 class GatewayError(Exception):
@@ -46,6 +50,7 @@ class Session:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.message_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.connection_id = ""
         self.heartbeat_timeout = 0.0
         self._heartbeat_interval = heartbeat_interval
@@ -73,6 +78,8 @@ class Session:
                 if waiter is not None:
                     if not waiter.done():
                         waiter.set_result(frame)
+                elif frame.get("event") in MESSAGE_EVENTS:
+                    self.message_queue.put_nowait(frame)
                 else:
                     self.events.put_nowait(frame)
         except ConnectionClosed:
@@ -109,6 +116,41 @@ class Session:
     async def heartbeat(self) -> None:
         await self.request("heartbeat")
 
+    async def send_group_message(self, group_id: str, msg_body: list[dict[str, Any]],
+                                 **fields: Any) -> dict[str, Any]:
+        """Send a group message as this connection's user; returns the reply's fields
+        (``MsgSeq``, ``MsgTime``, ``MsgRandom``). ``fields``: Random, MsgPriority,
+        OnlineOnlyFlag, CloudCustomData, To_Account."""
+        return _fields(await self.request("send_group_msg", GroupId=group_id,
+                                          MsgBody=msg_body, **fields))
+
+    async def send_c2c_message(self, to_account: str, msg_body: list[dict[str, Any]],
+                               **fields: Any) -> dict[str, Any]:
+        """Send a one-to-one message; returns the reply's fields (``MsgTime``,
+        ``MsgKey``, …). ``fields``: MsgRandom, CloudCustomData, MsgLifeTime, …"""
+        return _fields(await self.request("send_c2c_msg", To_Account=to_account,
+                                          MsgBody=msg_body, **fields))
+
+    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+        """Every message pushed to this connection, as it arrives: group messages, system
+        notifications, recalls and one-to-one messages (``event`` tells them apart),
+        with Tencent's field names. Ends when the connection closes."""
+        while True:
+            if self._closed.done() and self.message_queue.empty():
+                return
+            getter: asyncio.Future[Any] = asyncio.ensure_future(self.message_queue.get())
+            closed: asyncio.Future[Any] = self._closed
+            done, _ = await asyncio.wait((getter, closed), return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                yield getter.result()
+            else:
+                getter.cancel()
+
+    async def next_message(self, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
+        """The next pushed message; TimeoutError if none arrives within ``timeout`` s."""
+        async with asyncio.timeout(timeout):
+            return await self.message_queue.get()
+
     async def logout(self) -> None:
         """Log out: leave every group (as a Quit); the server then closes the connection."""
         await self.request("logout")
@@ -132,6 +174,10 @@ class Session:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _fields(reply: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in reply.items() if k not in ("id", "ErrorCode", "ErrorInfo")}
 
 
 # websockets logs the request line, UserSig included, at DEBUG: its records go to a logger

@@ -27,6 +27,12 @@ class App:
     # None means every callback command is on.
     callback_commands: frozenset[str] | None = None
     rate_limit: int = DEFAULT_RATE_LIMIT
+    # The keywords of the custom profile tags declared for the app ("Test" declares
+    # Tag_Profile_Custom_Test); the rules are in domain/profiles.py.
+    profile_custom_tags: frozenset[str] = frozenset()
+    # Messages per second per group (Tencent's default, domain.messages.GROUP_MSG_RATE);
+    # 0 = no limit.
+    group_msg_rate: int = 40
 
     @property
     def has_online_member_list(self) -> bool:

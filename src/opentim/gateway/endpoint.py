@@ -26,8 +26,9 @@ from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from opentim import errors
+from opentim.domain import messages as message_rules
 from opentim.events import ConnectionStateChanged, Origin
-from opentim.gateway import frames, transport
+from opentim.gateway import commands, frames, transport
 from opentim.gateway.rooms import LocalRooms
 from opentim.online import Presence
 from opentim.protocol.auth import authenticate
@@ -42,9 +43,11 @@ CLOSE_LEASE_LOST = 4009
 CLOSE_TOO_SLOW = 4010
 CLOSE_ACCOUNT_DELETED = 4011
 CLOSE_LOGGED_IN_ELSEWHERE = 4012
+CLOSE_KICKED = 4013
 # event "kicked": Reason -> close code and reason text
 KICKS = {"AccountDeleted": (CLOSE_ACCOUNT_DELETED, "account deleted"),
-         "MultiInstance": (CLOSE_LOGGED_IN_ELSEWHERE, "logged in elsewhere")}
+         "MultiInstance": (CLOSE_LOGGED_IN_ELSEWHERE, "logged in elsewhere"),
+         "Kicked": (CLOSE_KICKED, "kicked by the app's server")}
 PLATFORMS = ("Android", "iOS", "Web", "Windows", "Mac", "iPad", "Linux", "Unknown")
 # After a connection's session ends, its socket is dropped if still open this much later
 # (uvicorn waits up to 10 s for the client's close reply, then only flushes and closes).
@@ -104,6 +107,10 @@ class ClientConnection:
     def platform(self) -> str:
         return self.presence.origin.platform
 
+    @property
+    def conn_id(self) -> str:
+        return self.presence.conn_id
+
     def send(self, doc: dict[str, Any]) -> None:
         self.offer(_encode(doc))
 
@@ -118,6 +125,14 @@ class ClientConnection:
             self._too_slow()
             return
         self._queue(data)
+
+    def offer_message(self, data: bytes, priority: int) -> None:
+        """Queue a message frame, or shed it when this client has fallen behind."""
+        if message_rules.sheds(priority, self._outbox_bytes,
+                               self.runtime.settings.push_backlog_bytes):
+            self.rooms.messages_shed += 1
+            return
+        self.offer(data)
 
     def close(self, code: int, reason: str) -> None:
         """Close from the server side (lease lost, too slow, kicked); the read loop ends
@@ -134,8 +149,8 @@ class ClientConnection:
         self.send({"event": "removed_from_group", "GroupId": group_id, "Reason": reason})
 
     async def kicked(self, reason: str) -> None:
-        """The account was deleted, or logged in once too often on this platform: leave
-        every online list now, then tell the client and close."""
+        """The account was deleted or kicked, or logged in once too often on this
+        platform: leave every online list now, then tell the client and close."""
         if self.state is not ConnState.OPEN:
             return
         code, text = KICKS[reason]
@@ -143,6 +158,9 @@ class ClientConnection:
         self._queue(_encode({"event": "kicked", "Reason": reason}))
         self._queue(_Close(code, text))
         await self._finish("LinkClose")
+        # Offline for query_online_status now, not once the client answered the close.
+        p = self.presence
+        await self.runtime.presence.remove_connection(p.sdkappid, p.account, p.conn_id)
 
     # --- writing ------------------------------------------------------------------------
 
@@ -271,7 +289,12 @@ class ClientConnection:
         try:
             doc = frames.decode(raw)
             frame_id = frames.frame_id(doc)
-            reply = await self.dispatch(frames.parse(doc))
+            cmd = doc.get("cmd")
+            registered = commands.REGISTRY.get(cmd) if isinstance(cmd, str) else None
+            if registered is not None:
+                reply = await self.dispatch_registered(registered, doc)
+            else:
+                reply = await self.dispatch(frames.parse(doc))
             self.send({"id": frame_id, "ErrorCode": 0, "ErrorInfo": "", **reply})
         except errors.TimError as exc:
             self.send({"id": frame_id, "ErrorCode": exc.code, "ErrorInfo": exc.info})
@@ -301,6 +324,11 @@ class ClientConnection:
         if frame.cmd == "modify_marks":
             return await self.modify_marks(frame, now)
         raise frames.unknown_command(frame.cmd)
+
+    async def dispatch_registered(self, command: commands.GatewayCommand,
+                                  doc: dict[str, Any]) -> dict[str, Any]:
+        """A command a service registered (send_group_msg, send_c2c_msg, …)."""
+        return await command.handler(self, command.parse(doc), self.runtime.clock())
 
     async def modify_marks(self, frame: Frame, now: float) -> dict[str, Any]:
         """A connected group owner or App admin sets/deletes marks >= 1000."""
@@ -363,11 +391,14 @@ async def gateway_endpoint(websocket: WebSocket) -> None:
     try:
         for older in rooms.register(conn):
             await older.kicked("MultiInstance")
+        await runtime.presence.add_connection(app.sdkappid, identifier, presence.conn_id,
+                                              platform=origin.platform)
         conn.send({"event": "connected", "ConnectionId": presence.conn_id,
                    "HeartbeatTimeout": runtime.settings.heartbeat_timeout})
         await conn.run()
     finally:
         rooms.unregister(conn)
+        await runtime.presence.remove_connection(app.sdkappid, identifier, presence.conn_id)
 
 
 GATEWAY_HELP = (

@@ -79,4 +79,11 @@ def parse(doc: dict[str, Any]) -> Frame:
 def unknown_command(cmd: str) -> errors.TimError:
     shown = cmd if len(cmd) <= MAX_ECHOED_CMD_CHARS else cmd[:MAX_ECHOED_CMD_CHARS] + "…"
     return errors.InvalidCommand(
-        f"unknown gateway command {shown!r}: the commands are {', '.join(COMMANDS)}")
+        f"unknown gateway command {shown!r}: the commands are {', '.join(all_commands())}")
+
+
+def all_commands() -> list[str]:
+    """The session's commands and those the services registered (``commands.py``)."""
+    from opentim.gateway.commands import REGISTRY
+
+    return [*COMMANDS, *sorted(REGISTRY)]

@@ -26,21 +26,28 @@ from typing import Any
 import msgspec
 
 from opentim.events import (
+    AccountKicked,
     AccountsDeleted,
     Event,
     EventBus,
     GroupDestroyed,
+    GroupPush,
     MarksChanged,
+    MembersJoined,
     MembersExited,
     MemberStateChanged,
+    UserPush,
 )
 from opentim.gateway.rooms import (
     AccountsGone,
+    GroupFrame,
+    Joined,
     LocalRooms,
     MarksNow,
     MemberState,
     Removed,
     RoomEvent,
+    UserFrame,
 )
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,7 @@ class Envelope(msgspec.Struct, array_like=True):
 
 
 _encode = msgspec.msgpack.Encoder().encode
+_encode_json = msgspec.json.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Envelope).decode
 
 
@@ -68,8 +76,19 @@ def room_event(event: Event) -> RoomEvent | None:
         return Removed(event.sdkappid, event.group_id, event.members, event.exit_type)
     if isinstance(event, GroupDestroyed):
         return Removed(event.sdkappid, event.group_id, None, "GroupDestroyed")
+    if isinstance(event, MembersJoined):
+        return Joined(event.sdkappid, event.group_id)
+    if isinstance(event, GroupPush):
+        # Encoded here, once: every connection of every process gets these same bytes.
+        return GroupFrame(event.sdkappid, event.group_id, _encode_json(event.frame), event.room,
+                          event.accounts, event.priority, event.seq, event.except_conn)
+    if isinstance(event, UserPush):
+        return UserFrame(event.sdkappid, event.accounts, _encode_json(event.frame),
+                         event.except_conn)
     if isinstance(event, AccountsDeleted):
         return AccountsGone(event.sdkappid, event.accounts, "AccountDeleted")
+    if isinstance(event, AccountKicked):
+        return AccountsGone(event.sdkappid, (event.account,), "Kicked")
     return None
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import msgspec
 
 from opentim.gateway import limits
+from opentim.gateway.audience import GroupMembers
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -60,14 +61,50 @@ class Removed(msgspec.Struct, frozen=True, array_like=True, tag="r"):
 
 
 class AccountsGone(msgspec.Struct, frozen=True, array_like=True, tag="a"):
-    """These accounts' connections must end (``reason``: AccountDeleted)."""
+    """These accounts' connections must end (``reason``: AccountDeleted, Kicked)."""
 
     sdkappid: int
     accounts: tuple[str, ...]
     reason: str
 
 
-RoomEvent = MemberState | MarksNow | Removed | AccountsGone
+class Joined(msgspec.Struct, frozen=True, array_like=True, tag="j"):
+    """Members were added to a roster group (its member set changed)."""
+
+    sdkappid: int
+    group_id: str
+
+
+class GroupFrame(msgspec.Struct, frozen=True, array_like=True, tag="g"):
+    """A frame (already JSON-encoded, once) for a group's audience: ``events.GroupPush``.
+    Not ``room`` and no ``accounts``: every member, resolved by each process."""
+
+    sdkappid: int
+    group_id: str
+    data: bytes
+    room: bool
+    accounts: tuple[str, ...] | None
+    priority: int
+    seq: int
+    except_conn: str
+
+
+class UserFrame(msgspec.Struct, frozen=True, array_like=True, tag="u"):
+    """A frame for every connection of some accounts: ``events.UserPush``."""
+
+    sdkappid: int
+    accounts: tuple[str, ...]
+    data: bytes
+    except_conn: str
+
+
+RoomEvent = (MemberState | MarksNow | Removed | AccountsGone | Joined | GroupFrame
+             | UserFrame)
+
+# A group message that arrives ahead of its predecessor (sent concurrently, or relayed by
+# another process) waits this long for the gap to fill before it goes out anyway.
+REORDER_HOLD = 0.2
+REORDER_MAX_HELD = 1000  # per group; past it the held messages go out at once
 
 
 class Pushable(Protocol):
@@ -83,8 +120,14 @@ class Pushable(Protocol):
     @property
     def platform(self) -> str: ...
 
+    @property
+    def conn_id(self) -> str: ...
+
     def offer(self, data: bytes) -> None:
         """Queue a pushed frame for this connection."""
+
+    def offer_message(self, data: bytes, priority: int) -> None:
+        """Queue a message; one that has fallen behind sheds low priorities first."""
 
     async def removed_from(self, group_id: str, reason: str) -> None:
         """Leave the group's online list (awaits presence only), then queue the notice."""
@@ -111,8 +154,8 @@ class _Batch:
 class LocalRooms:
     def __init__(self, clock: Callable[[], float] = time.time,
                  batch_interval: float = BATCH_INTERVAL,
-                 connection_limits: limits.ConnectionLimits = limits.TENCENT_LIMITS
-                 ) -> None:
+                 connection_limits: limits.ConnectionLimits = limits.TENCENT_LIMITS,
+                 members: GroupMembers | None = None) -> None:
         self._clock = clock
         self._limits = connection_limits
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,6 +166,18 @@ class LocalRooms:
         self._last_flush: dict[tuple[int, str], float] = {}
         self._interval = batch_interval
         self.slow_clients_closed = 0  # connections closed for not reading their pushes
+        # Group messages in MsgSeq order: the next seq expected per group, and the ones
+        # that came early (with the timer that sends them anyway).
+        self._next_seq: dict[tuple[int, str], int] = {}
+        self._held: dict[tuple[int, str], dict[int, GroupFrame]] = {}
+        # Roster groups' members (who hears their messages here), and one lock per group
+        # being resolved so that a message waiting on a read is not overtaken.
+        self._members = members
+        self._resolving: dict[tuple[int, str], asyncio.Lock] = {}
+        self._hold_timers: dict[tuple[int, str], asyncio.TimerHandle] = {}
+        self.messages_delivered = 0  # message frames handed to connections
+        self.messages_late = 0  # arrived after a later one had gone out
+        self.messages_shed = 0  # not queued: the connection had fallen behind (priority)
 
     def register(self, conn: Pushable) -> list[Pushable]:
         """Index a new connection; returns the older ones it pushes over the per-account
@@ -162,8 +217,24 @@ class LocalRooms:
         if isinstance(event, AccountsGone):
             await self._accounts_gone(event)
             return
+        if isinstance(event, UserFrame):
+            self._to_accounts(event.sdkappid, event.accounts, event.data, 0, event.except_conn)
+            return
+        if isinstance(event, GroupFrame):
+            if not event.room and event.accounts is None:
+                resolved = await self._to_members(event)
+                if resolved is None:
+                    return
+                event = resolved
+            if event.seq > 0:
+                self._in_order(event)
+            else:
+                self._fan_out(event)
+            return
         key = (event.sdkappid, event.group_id)
-        if key not in self._rooms:
+        if isinstance(event, Joined | Removed) and self._members is not None:
+            self._members.forget(*key)
+        if isinstance(event, Joined) or key not in self._rooms:
             return  # nobody here to tell: the common case for a relayed event
         if isinstance(event, Removed):
             accounts = None if event.accounts is None else set(event.accounts)
@@ -191,6 +262,106 @@ class LocalRooms:
         data = _encode(doc)  # once, not once per connection
         for conn in room:
             conn.offer(data)
+
+    # --- messages -----------------------------------------------------------------------
+
+    async def _to_members(self, frame: GroupFrame) -> GroupFrame | None:
+        """The frame addressed to the group's members connected here (None: nobody)."""
+        if self._members is None:
+            return None
+        if not self._accounts:  # no connections here: still counted for the seq order
+            return msgspec.structs.replace(frame, accounts=())
+        key = (frame.sdkappid, frame.group_id)
+        lock = self._resolving.get(key)
+        if lock is None:
+            if len(self._resolving) > 10_000:
+                self._resolving = {k: v for k, v in self._resolving.items() if v.locked()}
+            lock = self._resolving[key] = asyncio.Lock()
+        async with lock:
+            members = await self._members.get(*key)
+        app = frame.sdkappid
+        if len(members) <= len(self._accounts):
+            here = tuple(m for m in members if (app, m) in self._accounts)
+        else:
+            here = tuple(a for (s, a) in self._accounts if s == app and a in members)
+        return msgspec.structs.replace(frame, accounts=here)
+
+    def _fan_out(self, frame: GroupFrame) -> None:
+        if not frame.room:
+            self._to_accounts(frame.sdkappid, frame.accounts or (), frame.data, frame.priority,
+                              frame.except_conn)
+            return
+        room = self._rooms.get((frame.sdkappid, frame.group_id))
+        if not room:
+            return
+        wanted = None if frame.accounts is None else set(frame.accounts)
+        data, priority, skip = frame.data, frame.priority, frame.except_conn
+        n = 0
+        for conn in room:
+            if (wanted is None or conn.account in wanted) and conn.conn_id != skip:
+                conn.offer_message(data, priority)
+                n += 1
+        self.messages_delivered += n
+
+    def _to_accounts(self, sdkappid: int, accounts: tuple[str, ...], data: bytes,
+                     priority: int, skip: str) -> None:
+        n = 0
+        for account in accounts:
+            for conn in self._accounts.get((sdkappid, account), ()):
+                if conn.conn_id != skip:
+                    conn.offer_message(data, priority)
+                    n += 1
+        self.messages_delivered += n
+
+    def _in_order(self, frame: GroupFrame) -> None:
+        """Hand a group message out in MsgSeq order: one ahead of a gap waits (at most
+        REORDER_HOLD) for the messages before it."""
+        key = (frame.sdkappid, frame.group_id)
+        expected = self._next_seq.get(key)
+        if expected is not None and frame.seq > expected:
+            held = self._held.setdefault(key, {})
+            held[frame.seq] = frame
+            if len(held) >= REORDER_MAX_HELD:
+                self._release(key)
+            elif key not in self._hold_timers:
+                self._hold_timers[key] = asyncio.get_running_loop().call_later(
+                    REORDER_HOLD, self._release, key)
+            return
+        if expected is not None and frame.seq < expected:
+            self.messages_late += 1
+        self._fan_out(frame)
+        self._next_seq[key] = max(expected or 0, frame.seq + 1)
+        self._drain_held(key)
+        if len(self._next_seq) > 100_000:  # groups long quiet start afresh
+            self._next_seq = {k: v for k, v in self._next_seq.items() if k in self._held}
+
+    def _drain_held(self, key: tuple[int, str]) -> None:
+        held = self._held.get(key)
+        if not held:
+            return
+        expected = self._next_seq[key]
+        while expected in held:
+            self._fan_out(held.pop(expected))
+            expected += 1
+        self._next_seq[key] = expected
+        if not held:
+            del self._held[key]
+            timer = self._hold_timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
+
+    def _release(self, key: tuple[int, str]) -> None:
+        """The gap did not fill in time (a message that takes a seq but is not delivered,
+        such as an imported one, or a relayed one lost): send what waits, in order."""
+        timer = self._hold_timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        held = self._held.pop(key, {})
+        for seq in sorted(held):
+            self._fan_out(held[seq])
+            self._next_seq[key] = seq + 1
+
+    # --- batches of member changes --------------------------------------------------------
 
     def _batch(self, key: tuple[int, str]) -> _Batch:
         batch = self._batches.get(key)
@@ -263,3 +434,5 @@ class LocalRooms:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        for timer in self._hold_timers.values():
+            timer.cancel()

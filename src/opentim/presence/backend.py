@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 
 from opentim.domain.marks import DEFAULT_MARK500_TTL, robot_items
+from opentim.presence.connections import ConnectionRegistry
 from opentim.presence.types import LeaseLostHook, MarkResult, Offline, OfflineHook, Profiles
 
 log = logging.getLogger("opentim.presence")
@@ -77,6 +78,21 @@ class StoreBase(ABC):
 
     @abstractmethod
     async def sweep(self, now: float) -> list[Offline]: ...
+
+    # --- gateway connections: each backend sets its registry (presence.connections) -----
+
+    _connections: ConnectionRegistry
+
+    async def add_connection(self, app: int, account: str, conn_id: str, *,
+                             platform: str) -> None:
+        await self._connections.add(app, account, conn_id, platform)
+
+    async def remove_connection(self, app: int, account: str, conn_id: str) -> None:
+        await self._connections.remove(app, account, conn_id)
+
+    async def connections(self, app: int, accounts: Sequence[str], *, now: float
+                          ) -> dict[str, list[str]]:
+        return await self._connections.platforms(app, accounts, now)
 
     # --- robots are mark 500 without a connection ---------------------------------------
 

@@ -42,6 +42,12 @@ Semantics shared by every backend (the contract tests in ``tests/presence`` pin 
   ``max_per_mark`` members per mark (500 and 600 included). A call that would break
   either limit applies no mark and raises ``MarkLimitError`` (whose ``went_offline``
   lists the lapsed 500s cleaned up first); the distinct-marks limit is checked first.
+* **Connections.** Apart from groups, every open gateway connection (in a group or not)
+  is registered by the process holding it (``add_connection`` when it opens,
+  ``remove_connection`` when it ends); ``connections`` lists each account's platforms,
+  one per connection, across every process. A shared backend stops reporting the
+  connections of a process whose lease ran out (it crashed) at once, and its sweep
+  removes them; after a lost lease a process files its own connections again.
 * **Background work.** Every backend is built with the same options (``clock``,
   ``sweep_interval``, ``background``, ``on_offline``, ``on_lease_lost``) and, once
   started, runs its own ``sweep`` every ``sweep_interval`` seconds, handing what it took
@@ -195,6 +201,22 @@ class PresenceStore(Protocol):
         Until then a group's sequence counter survives even while nobody is online (so
         cursors stay meaningful); that is a few hundred bytes per group ever used.
         """
+        ...
+
+    async def add_connection(self, app: int, account: str, conn_id: str, *,
+                             platform: str) -> None:
+        """Register gateway connection ``conn_id`` of ``account`` (``platform``: the
+        connection's, e.g. "iOS", "Web"). Registering a conn id again replaces it."""
+        ...
+
+    async def remove_connection(self, app: int, account: str, conn_id: str) -> None:
+        """The connection ended; unknown connections are a no-op."""
+        ...
+
+    async def connections(self, app: int, accounts: Sequence[str], *, now: float
+                          ) -> dict[str, list[str]]:
+        """account -> the platform of each of its open connections, on every process;
+        accounts without one are left out (``now``: which leases are still valid)."""
         ...
 
     async def sweep(self, now: float) -> list[Offline]:

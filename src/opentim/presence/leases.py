@@ -43,6 +43,11 @@ class NodeLeases:
         self.script = client.register_script(lua_source("lease"))
         self.deadline = 0.0  # of our lease; 0 until registered
 
+    @property
+    def key(self) -> str:
+        """The lease table (readers of other per-node state filter by it)."""
+        return self._key
+
     async def _op(self, *args: str) -> int:
         return int(await self.script(keys=[self._key], args=args))
 

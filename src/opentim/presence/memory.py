@@ -23,6 +23,7 @@ from opentim.domain.marks import (
 )
 from opentim.domain.online import LIST_CAP, PAGE_SIZE, RECOVER_WINDOW
 from opentim.presence.backend import StoreBase
+from opentim.presence.connections import MemoryConnections
 from opentim.presence.cursor import next_cursor, page_window
 from opentim.presence.errors import MarkLimitError
 from opentim.presence.rows import check_mark, check_page_args, encode_row, join_rows, merge_items
@@ -99,6 +100,7 @@ class MemoryPresenceStore(StoreBase):
         self._limits = limits
         self._recover_window = recover_window
         self._groups: dict[tuple[int, str], _Group] = {}
+        self._connections = MemoryConnections()
 
     async def start(self) -> None:
         # Reads filter lapsed marks 500 themselves; the sweep removes them and turns them

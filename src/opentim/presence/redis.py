@@ -22,6 +22,9 @@ Cluster hash tag, so all keys of one group share a slot and one Lua script may t
     P:nodes        zset    node id -> lease deadline (see lua/lease.lua)
     P:ng:{<node>}  set     "<sdkappid>:<group_id>" of groups the node has connections in
     P:x500         zset    "<sdkappid>:<group_id>" -> earliest mark-500 expiry (sweeper)
+    P:uc:{<sdkappid>:<account>}, P:nc:{<node>}
+                   hash    every gateway connection, by account and by node (in a group
+                           or not; see ``presence.connections``)
 
 Every per-group operation is ONE EVALSHA of a script under ``lua/`` (see
 ``presence.scripts``), so it is atomic and costs one round trip. Pages come back as a few
@@ -56,6 +59,7 @@ from opentim.domain.marks import (
 )
 from opentim.domain.online import LIST_CAP, PAGE_SIZE, RECOVER_WINDOW
 from opentim.presence.backend import StoreBase
+from opentim.presence.connections import RedisConnections
 from opentim.presence.cursor import next_cursor, page_window
 from opentim.presence.errors import MarkLimitError
 from opentim.presence.leases import NodeGroups, NodeLeases, num, text
@@ -134,6 +138,8 @@ class RedisPresenceStore(StoreBase):
         self._k_x500 = f"{prefix}:x500"
         self._leases = NodeLeases(client, prefix, node_id, lease_ttl)
         self._node_groups = NodeGroups(client, prefix, node_id)
+        self._conns = RedisConnections(client, prefix, node_id, self._leases.key)
+        self._connections = self._conns
         self._scripts: dict[str, AsyncScript] = group_scripts(client)
         # (group base, below, take, mark) -> (version, first 500 expiry, last, n, more, rows)
         self._pages: dict[tuple[str, str, int, str], tuple[bytes, float, int, int, bool, bytes,
@@ -192,6 +198,7 @@ class RedisPresenceStore(StoreBase):
         if not await self._leases.refresh(self._clock()):
             log.warning("presence node %s lost its lease; re-registering", self.node_id)
             await self._node_groups.refile()
+            await self._conns.refile()
             if self._on_lease_lost is not None:
                 await self._on_lease_lost()
         await self._node_groups.unfile_idle()
@@ -245,6 +252,7 @@ class RedisPresenceStore(StoreBase):
 
     async def _cleanup_node(self, node: str, now: float) -> list[Offline]:
         """Remove every connection ``node`` holds (it died, or it is us starting/closing)."""
+        await self._conns.cleanup(node)
         out: list[Offline] = []
         for ref in await self._node_groups.of(node):
             app, group, base = self._base_of_ref(ref)

@@ -144,4 +144,6 @@ def load_services() -> None:
         group_open_avchatroom_http_svc,
         group_open_http_svc,
         im_open_login_svc,
+        openim,
+        profile,
     )

@@ -1,8 +1,8 @@
-"""``v4/im_open_login_svc``: importing, checking and deleting accounts.
+"""``v4/im_open_login_svc``: importing, checking, deleting and kicking accounts.
 
 Handlers decode, call the account rules in ``domain/accounts.py`` and build the reply.
 Account imports are silent: they emit nothing on the event bus. account_delete emits
-AccountsDeleted for the accounts that existed.
+AccountsDeleted for the accounts that existed; kick emits AccountKicked.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import msgspec
 
 from opentim import errors
 from opentim.domain import accounts as rules
-from opentim.events import AccountsDeleted
+from opentim.events import AccountKicked, AccountsDeleted
 from opentim.protocol.dispatch import command, service
 from opentim.runtime import Context
 from opentim.storage.base import AccountProfile
@@ -126,3 +126,24 @@ async def account_delete(ctx: Context, req: AccountDelete) -> dict[str, Any]:
         else {"UserID": uid, **_NOT_EXIST}
         for uid in ids
     ]}
+
+
+class Kick(msgspec.Struct):
+    UserID: str
+
+
+@command(SERVICE, "kick", Kick, legacy_fields=(("Identifier", "UserID"),))
+async def kick(ctx: Context, req: Kick) -> None:
+    """Tencent (cloud.tencent.com/document/product/269/3853): invalidates the account's
+    login state; one account per call; 70107 for an account that does not exist.
+
+    Here: AccountKicked closes every gateway connection of the account on every server
+    process (this process's before the reply), after a ``kicked`` push with Reason
+    ``Kicked``; each leaves its groups as a lost link does. The account's UserSigs stay
+    valid, so it can connect again at once (docs/rest-commands.md#kick).
+    """
+    user_id = rules.check_user_id(req.UserID)
+    if not await ctx.store.accounts.existing(ctx.sdkappid, [user_id]):
+        raise errors.AccountNotExist(f"account {errors.shown(user_id)} does not exist")
+    await ctx.runtime.events.emit(AccountKicked(
+        ctx.sdkappid, user_id, int(ctx.now * 1000), ctx.origin))

@@ -8,7 +8,7 @@ PostgreSQL through SQLAlchemy Core; what the dialects spell differently is in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,6 +21,16 @@ class AccountProfile:
     user_id: str
     nick: str | None = None  # None: leave the stored value as it is
     face_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Portrait:
+    """An account's profile as stored: Tag_Profile_IM_Nick and Tag_Profile_IM_Image in
+    their columns, every other tag that was set by its Tag_Profile_* name."""
+
+    nick: str
+    face_url: str
+    tags: dict[str, str | int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +59,8 @@ class GroupMessage:
     send_time: int
     random: int
     body: list[dict[str, Any]]  # MsgBody as the client sent it
+    cloud_custom_data: str = ""
+    priority: str = "Normal"  # MsgPriority
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +101,15 @@ class AccountStore(Protocol):
                        user_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """(nick, face_url) of each existing account."""
 
+    async def portraits(self, sdkappid: int, user_ids: Sequence[str]) -> dict[str, Portrait]:
+        """The whole profile of each existing account, in one query."""
+
+    async def set_portrait(self, sdkappid: int, user_id: str, *, nick: str | None,
+                           face_url: str | None, tags: Mapping[str, str | int]) -> bool:
+        """Set some profile tags of an existing account; False (nothing written) when it
+        does not exist. ``None`` and tags left out keep their stored values. Atomic per
+        account: concurrent calls setting different tags all persist."""
+
 
 class GroupStore(Protocol):
     async def create(self, group: Group, members: Sequence[Member]) -> None:
@@ -118,6 +139,9 @@ class MemberStore(Protocol):
 
     async def roles(self, sdkappid: int, group_id: str,
                     accounts: Sequence[str]) -> dict[str, str]: ...
+
+    async def accounts(self, sdkappid: int, group_id: str) -> list[str]:
+        """Every member's account (who hears a non-AV group's messages)."""
 
     async def add(self, sdkappid: int, group_id: str,
                   prepare: Callable[[Group], NewMembers], *,
@@ -170,3 +194,141 @@ class MessageStore(Protocol):
         and before ``now``; otherwise its entry is None. When any is kept, every member's
         unread count becomes 0. Raises ``errors.GroupNotFound``.
         """
+
+    async def delete_sent_before(self, sdkappid: int, before: int, *,
+                                 limit: int = 10_000) -> int:
+        """Delete up to ``limit`` of the app's messages sent before ``before`` (retention);
+        returns how many were deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class SenderState:
+    """What a send or a join needs to know of an account in a group."""
+
+    role: str | None  # its member role; None when not a member (always, in an AVChatRoom)
+    muted_until: int  # Unix seconds; 0 or past: not muted
+    banned_until: int  # likewise
+
+
+@dataclass(frozen=True, slots=True)
+class StoredGroupMessage:
+    msg_seq: int
+    from_account: str | None
+    send_time: int
+    random: int
+    body: list[dict[str, Any]]
+    removed: int  # 0 kept, 1 deleted, 2 recalled (Tencent's IsPlaceMsg)
+    cloud_custom_data: str = ""
+    priority: str = "Normal"
+
+
+class ModerationStore(Protocol):
+    """Mutes and bans of group senders, and recall/deletion of group history."""
+
+    async def sender_state(self, sdkappid: int, group_id: str, account: str) -> SenderState:
+        """One read: the account's role, its mute (recorded or on its member row), its ban."""
+
+    async def mute(self, sdkappid: int, group_id: str, accounts: Sequence[str],
+                   until: int, *, now: int) -> None:
+        """Mute until ``until`` (0 unmutes), on the record and on any member rows."""
+
+    async def muted(self, sdkappid: int, group_id: str, *, now: int) -> list[tuple[str, int]]:
+        """(account, muted until) of every account muted now, by account."""
+
+    async def ban(self, sdkappid: int, group_id: str, accounts: Sequence[str], until: int,
+                  description: str) -> None: ...
+
+    async def unban(self, sdkappid: int, group_id: str, accounts: Sequence[str], *,
+                    now: int) -> None: ...
+
+    async def banned_page(self, sdkappid: int, group_id: str, *, now: int, limit: int,
+                          offset: int) -> list[tuple[str, int]]:
+        """(account, banned until) of the bans in force, in the order they end."""
+
+    async def bans(self, sdkappid: int, group_id: str, *, now: int,
+                   limit: int) -> dict[str, int]:
+        """The bans in force (at most ``limit``, those ending first): account -> until."""
+
+    async def history(self, sdkappid: int, group_id: str, *, lo: int,
+                      hi: int) -> list[StoredGroupMessage]:
+        """The kept rows with ``lo`` <= MsgSeq <= ``hi``, newest first."""
+
+    async def messages(self, sdkappid: int, group_id: str,
+                       seqs: Sequence[int]) -> dict[int, StoredGroupMessage]: ...
+
+    async def mark_removed(self, sdkappid: int, group_id: str, seqs: Sequence[int],
+                           how: int) -> set[int]:
+        """Mark kept, not yet removed messages removed (1 deleted, 2 recalled), dropping
+        their bodies; returns the seqs changed."""
+
+    async def remove_by_sender(self, sdkappid: int, group_id: str, account: str, *,
+                               from_seq: int, how: int) -> int:
+        """Mark the kept messages of ``account`` with MsgSeq >= ``from_seq`` removed;
+        returns how many."""
+
+
+@dataclass(frozen=True, slots=True)
+class C2CMessage:
+    """A one-to-one message to keep (for one recipient or, batchsendmsg, for many)."""
+
+    from_account: str
+    msg_time: int
+    msg_seq: int
+    msg_random: int
+    body: list[dict[str, Any]]
+    cloud_custom_data: str = ""
+    counts_unread: bool = True  # SendMsgControl NoUnread, importmsg SyncFromOldSystem 2
+    sender_roam: bool = True  # SyncOtherMachine 2: not in the sender's history
+
+
+@dataclass(frozen=True, slots=True)
+class C2CRow:
+    """A one-to-one message as admin_getroammsg reads it."""
+
+    from_account: str
+    to_account: str
+    msg_time: int
+    msg_seq: int
+    msg_random: int
+    body: list[dict[str, Any]]
+    cloud_custom_data: str
+    flag_bits: int  # 8: withdrawn
+
+
+class WithdrawOutcome:
+    WITHDRAWN = 0
+    NOT_FOUND = 1  # no such stored message from this sender to this recipient
+    ALREADY = 2
+
+
+class C2CStore(Protocol):
+    """One-to-one history per conversation, unread counters, read marks (``c2c.py``)."""
+
+    async def store(self, sdkappid: int, message: C2CMessage,
+                    to_accounts: Sequence[str]) -> list[str]:
+        """Keep the message for each recipient, in one transaction; returns the recipients
+        it was new for (a message already kept under the same MsgKey is not kept twice).
+        Each new, counted message adds one to its recipient's unread count."""
+
+    async def roam(self, sdkappid: int, operator: str, peer: str, *, min_time: int,
+                   max_time: int, before: tuple[int, int, int] | None,
+                   limit: int) -> tuple[list[C2CRow], bool]:
+        """The newest ``limit`` messages of the conversation with times in [min_time,
+        max_time], before the (seq, random, time) ``before`` key if given, that
+        ``operator`` may see; newest first. And whether the range was read to its end."""
+
+    async def read_times(self, sdkappid: int, accounts: Sequence[str],
+                         peers: Sequence[str]) -> dict[tuple[str, str], int]:
+        """(account, peer) -> the account's read mark (seconds) for messages from peer."""
+
+    async def withdraw(self, sdkappid: int, from_account: str, to_account: str,
+                       seq: int, random: int, time: int) -> int:
+        """Flag a kept message withdrawn; a ``WithdrawOutcome``."""
+
+    async def set_read(self, sdkappid: int, account: str, peer: str, read_time: int) -> None:
+        """Messages from ``peer`` to ``account`` up to ``read_time`` are read."""
+
+    async def unread_total(self, sdkappid: int, account: str) -> int: ...
+
+    async def unread_of(self, sdkappid: int, account: str,
+                        peers: Sequence[str]) -> dict[str, int]: ...

@@ -15,7 +15,7 @@ from opentim.storage.base import GroupPage
 from opentim.storage.database import Database
 from opentim.storage.pg_reader import prebuilt
 from opentim.storage.rows import GET_GROUP, group_from_row, group_values, member_values
-from opentim.storage.schema import group_members, group_messages, groups
+from opentim.storage.schema import group_members, group_messages, group_restrictions, groups
 
 _GET_GROUPS = prebuilt(select(groups).where(
     groups.c.sdkappid == bindparam("app"),
@@ -74,7 +74,7 @@ class SqlGroups:
         key = (groups.c.sdkappid == sdkappid, groups.c.group_id == group_id)
         async with self.db.write() as conn:
             gone = await conn.execute(delete(groups).where(*key))
-            for table in (group_members, group_messages):
+            for table in (group_members, group_messages, group_restrictions):
                 await conn.execute(
                     delete(table).where(table.c.sdkappid == sdkappid,
                                         table.c.group_id == group_id)

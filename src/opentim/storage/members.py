@@ -41,6 +41,8 @@ _COUNT_MEMBERS = update(groups).where(*GROUP_KEY).values(
 _MEMBER_ROLES = prebuilt(select(group_members.c.member, group_members.c.role).where(
     group_members.c.sdkappid == bindparam("app"), group_members.c.group_id == bindparam("grp"),
     group_members.c.member.in_(bindparam("accounts", expanding=True))))
+_MEMBER_ACCOUNTS = prebuilt(select(group_members.c.member).where(
+    group_members.c.sdkappid == bindparam("app"), group_members.c.group_id == bindparam("grp")))
 
 
 @functools.cache
@@ -98,6 +100,11 @@ class SqlMembers:
             rows = await conn.execute(_MEMBER_ROLES, {"app": sdkappid, "grp": group_id,
                                                       "accounts": list(set(accounts))})
             return {r.member: r.role for r in rows}
+
+    async def accounts(self, sdkappid: int, group_id: str) -> list[str]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(_MEMBER_ACCOUNTS, {"app": sdkappid, "grp": group_id})
+            return [r.member for r in rows]
 
     async def add(self, sdkappid: int, group_id: str,
                   prepare: Callable[[Group], NewMembers], *,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import update
+from sqlalchemy import delete, select, tuple_, update
 
 from opentim import errors
 from opentim.domain import imports
@@ -94,6 +94,21 @@ class SqlMessages:
                     .values(msg_seq=next_seq - 1)
                 )
         return seqs
+
+
+    async def delete_sent_before(self, sdkappid: int, before: int, *,
+                                 limit: int = 10_000) -> int:
+        """Delete up to ``limit`` of the app's messages sent before ``before``; returns how
+        many went (the caller repeats while it is ``limit``: short transactions)."""
+        doomed = select(group_messages.c.sdkappid, group_messages.c.group_id,
+                        group_messages.c.msg_seq).where(
+            group_messages.c.sdkappid == sdkappid,
+            group_messages.c.send_time < before).limit(limit)
+        async with self.db.write() as conn:
+            result = await conn.execute(delete(group_messages).where(
+                tuple_(group_messages.c.sdkappid, group_messages.c.group_id,
+                       group_messages.c.msg_seq).in_(doomed)))
+            return int(result.rowcount or 0)
 
 
 class _NotAMember(Exception):

@@ -28,6 +28,8 @@ def app_from_row(row: Row[Any]) -> App:
         callback_token=row.callback_token,
         callback_commands=None if commands is None else frozenset(commands),
         rate_limit=row.rate_limit,
+        profile_custom_tags=frozenset(row.profile_custom_tags or ()),
+        group_msg_rate=row.group_msg_rate,
     )
 
 
@@ -43,6 +45,8 @@ def app_values(app: App, now: int) -> dict[str, Any]:
         "callback_commands": None if app.callback_commands is None
         else sorted(app.callback_commands),
         "rate_limit": app.rate_limit,
+        "profile_custom_tags": sorted(app.profile_custom_tags),
+        "group_msg_rate": app.group_msg_rate,
         "updated_at": now,
     }
 
@@ -142,6 +146,8 @@ def message_values(sdkappid: int, group_id: str, seq: int,
         "send_time": message.send_time,
         "random": message.random,
         "msg_body": message.body,
+        "cloud_custom_data": message.cloud_custom_data,
+        "msg_priority": message.priority,
     }
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -34,6 +35,9 @@ apps = Table(
     Column("callback_token", String(256)),
     Column("callback_commands", JSON),
     Column("rate_limit", Integer, nullable=False),
+    # Keywords of the declared custom profile tags (NULL: none), domain/profiles.py.
+    Column("profile_custom_tags", JSON),
+    Column("group_msg_rate", Integer, nullable=False, server_default="40"),
     Column("updated_at", BigInteger, nullable=False),
 )
 
@@ -44,6 +48,9 @@ accounts = Table(
     Column("user_id", String(32), primary_key=True),
     Column("nick", String(500), nullable=False, default=""),
     Column("face_url", String(500), nullable=False, default=""),
+    # The profile's other tags, Tag_Profile_* name -> value (NULL: none set); nick and
+    # face_url hold Tag_Profile_IM_Nick and Tag_Profile_IM_Image (storage/accounts.py).
+    Column("profile", JSON),
     Column("created_at", BigInteger, nullable=False),
 )
 
@@ -114,4 +121,66 @@ group_messages = Table(
     Column("send_time", BigInteger, nullable=False),
     Column("random", BigInteger, nullable=False, default=0),
     Column("msg_body", JSON, nullable=False),
+    Column("cloud_custom_data", Text, nullable=False, server_default=""),
+    Column("msg_priority", String(8), nullable=False, server_default="Normal"),
+    # What is left of the message (group_msg_get_simple's IsPlaceMsg): 0 the message,
+    # 1 a hole (deleted), 2 recalled (group_msg_recall, delete_group_msg_by_sender).
+    Column("removed", SmallInteger, nullable=False, default=0, server_default="0"),
+)
+# Retention deletes an app's messages older than its window.
+Index("ix_group_messages_time", group_messages.c.sdkappid, group_messages.c.send_time)
+# delete_group_msg_by_sender finds one sender's messages in a group.
+Index("ix_group_messages_sender", group_messages.c.sdkappid, group_messages.c.group_id,
+      group_messages.c.from_account)
+# get_group_muted_account reads a group's muted members without reading every member.
+Index("ix_group_members_muted", group_members.c.sdkappid, group_members.c.group_id,
+      group_members.c.shut_up_until)
+
+# Mutes and bans kept apart from the roster: an AVChatRoom has no member rows, and a muted
+# member who leaves a group and joins again is still muted (Tencent). 0: none.
+group_restrictions = Table(
+    "group_restrictions",
+    metadata,
+    Column("sdkappid", BigInteger, primary_key=True, autoincrement=False),
+    Column("group_id", String(48), primary_key=True),
+    Column("account", String(32), primary_key=True),
+    Column("muted_until", BigInteger, nullable=False, default=0),
+    Column("banned_until", BigInteger, nullable=False, default=0),
+    Column("ban_description", Text, nullable=False, default=""),
+)
+# get_group_ban_member pages a group's bans in the order they end.
+Index("ix_group_restrictions_banned", group_restrictions.c.sdkappid,
+      group_restrictions.c.group_id, group_restrictions.c.banned_until,
+      group_restrictions.c.account)
+
+# One-to-one history: one row per message, keyed by its conversation (the two accounts in
+# order, user_a <= user_b) and its place in it (MsgTime, MsgSeq, MsgRandom: its MsgKey).
+# Roam pages and withdrawals read the key alone, so they cost the same at any table size.
+c2c_messages = Table(
+    "c2c_messages",
+    metadata,
+    Column("sdkappid", BigInteger, primary_key=True, autoincrement=False),
+    Column("user_a", String(32), primary_key=True),
+    Column("user_b", String(32), primary_key=True),
+    Column("msg_time", BigInteger, primary_key=True, autoincrement=False),
+    Column("msg_seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("msg_random", BigInteger, primary_key=True, autoincrement=False),
+    Column("from_account", String(32), nullable=False),
+    Column("msg_body", JSON, nullable=False),
+    Column("cloud_custom_data", Text, nullable=False, default=""),
+    Column("flag_bits", SmallInteger, nullable=False, default=0),  # MsgFlagBits: 8 withdrawn
+    Column("counts_unread", Boolean, nullable=False, default=True),
+    Column("sender_roam", Boolean, nullable=False, default=True),  # SyncOtherMachine != 2
+)
+
+# Per (account, peer): the unread counter of messages from peer and the read mark (seconds:
+# messages up to it are read, admin_set_msg_read).
+c2c_reads = Table(
+    "c2c_reads",
+    metadata,
+    Column("sdkappid", BigInteger, primary_key=True, autoincrement=False),
+    Column("account", String(32), primary_key=True),
+    Column("peer", String(32), primary_key=True),
+    Column("read_time", BigInteger, nullable=False, default=0),
+    Column("unread", BigInteger, nullable=False, default=0),
 )

@@ -10,11 +10,21 @@ from __future__ import annotations
 
 from opentim.storage.accounts import SqlAccounts
 from opentim.storage.apps import SqlApps
-from opentim.storage.base import AccountStore, AppStore, GroupStore, MemberStore, MessageStore
+from opentim.storage.base import (
+    AccountStore,
+    AppStore,
+    C2CStore,
+    GroupStore,
+    MemberStore,
+    MessageStore,
+    ModerationStore,
+)
+from opentim.storage.c2c import SqlC2C
 from opentim.storage.database import Database
 from opentim.storage.groups import SqlGroups
 from opentim.storage.members import SqlMembers
 from opentim.storage.messages import SqlMessages
+from opentim.storage.moderation import SqlModeration
 
 
 class SqlStore:
@@ -28,3 +38,5 @@ class SqlStore:
         self.groups: GroupStore = SqlGroups(db)
         self.members: MemberStore = SqlMembers(db)
         self.messages: MessageStore = SqlMessages(db)
+        self.moderation: ModerationStore = SqlModeration(db)  # mutes, bans, recall
+        self.c2c: C2CStore = SqlC2C(db)  # one-to-one messages (openim)

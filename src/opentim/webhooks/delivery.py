@@ -30,7 +30,7 @@ import traceback
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
@@ -38,7 +38,8 @@ import msgspec
 import yarl
 
 from opentim.domain.apps import App
-from opentim.events import Event, EventBus
+from opentim.events import REST, Event, EventBus, Origin
+from opentim.webhooks.before import BeforeCallbacks
 from opentim.webhooks.payloads import STATE_CHANGE, Callback, callback_for
 from opentim.webhooks.resolver import GuardedResolver
 from opentim.webhooks.urls import OwnAddress, check_callback_url, origin
@@ -177,7 +178,15 @@ class WebhookDispatcher:
         self._own = OwnAddress(self.settings.own_host, self.settings.own_port)
         # stored callback URL -> (the URL to use, None) or (None, why it is refused)
         self._checked: dict[str, tuple[str | None, str]] = {}
+        self.before = BeforeCallbacks(self)
         events.subscribe(self.on_event)
+
+    async def ask_before(self, app: App, command: str, body: dict[str, Any], *,
+                         order_key: str, origin: Origin = REST) -> dict[str, Any] | None:
+        """Ask a "before" callback and wait (bounded) for its reply; None lets the action
+        through (see ``before.py``)."""
+        return await self.before.ask(app, Callback(app.sdkappid, command, body, order_key,
+                                                   origin))
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
@@ -318,6 +327,7 @@ class WebhookDispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._queues.clear()
+        await self.before.close()
         if self._http is not None:
             await self._http.close()
 
@@ -327,7 +337,7 @@ class WebhookDispatcher:
 
     def prometheus(self) -> str:
         lines = ["# TYPE opentim_webhook_deliveries_total counter"]
-        for (sdkappid, outcome), count in sorted(self.metrics.items()):
+        for (sdkappid, outcome), count in sorted((self.metrics + self.before.metrics).items()):
             lines.append(f'opentim_webhook_deliveries_total{{sdkappid="{sdkappid}",'
                          f'outcome="{outcome}"}} {count}')
         lines += ["# TYPE opentim_webhook_queued gauge", f"opentim_webhook_queued {self.queued()}"]

@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentim.events import (
+    C2CMessageSent,
+    C2CMessageWithdrawn,
     ConnectionStateChanged,
     Event,
+    GroupMessageSent,
+    GroupMessagesRecalled,
     MembersExited,
     MembersJoined,
     MemberStateChanged,
@@ -22,8 +26,17 @@ STATE_CHANGE = "State.StateChange"
 MEMBER_STATE_CHANGE = "Group.CallbackOnMemberStateChange"
 AFTER_NEW_MEMBER_JOIN = "Group.CallbackAfterNewMemberJoin"
 AFTER_MEMBER_EXIT = "Group.CallbackAfterMemberExit"
+AFTER_SEND_MSG = "Group.CallbackAfterSendMsg"
+# Asked (and awaited) before a group message is stored: messaging/group.py.
+BEFORE_SEND_MSG = "Group.CallbackBeforeSendMsg"
+AFTER_RECALL_MSG = "Group.CallbackAfterRecallMsg"
+# One-to-one messages (openim); the before-callback is asked by messaging/c2c.py.
+C2C_BEFORE_SEND_MSG = "C2C.CallbackBeforeSendMsg"
+C2C_AFTER_SEND_MSG = "C2C.CallbackAfterSendMsg"
+C2C_AFTER_MSG_WITHDRAW = "C2C.CallbackAfterMsgWithDraw"
 CALLBACK_COMMANDS = (STATE_CHANGE, MEMBER_STATE_CHANGE, AFTER_NEW_MEMBER_JOIN,
-                     AFTER_MEMBER_EXIT)
+                     AFTER_MEMBER_EXIT, BEFORE_SEND_MSG, AFTER_SEND_MSG, AFTER_RECALL_MSG,
+                     C2C_BEFORE_SEND_MSG, C2C_AFTER_SEND_MSG, C2C_AFTER_MSG_WITHDRAW)
 
 # The AV group's state callback names a closed set of causes; a lost link reads as a Quit.
 _AV_CAUSES = {"Join": "Join", "Quit": "Quit", "LinkClose": "Quit",
@@ -75,6 +88,56 @@ def callback_for(event: Event) -> Callback | None:
             "MemberList": [{"Member_Account": event.account}],
             "EventTime": str(event.event_time_ms),  # a string in Tencent's sample
         }, f"g:{event.group_id}", event.origin, bare_query=True)
+    if isinstance(event, GroupMessageSent):
+        return Callback(event.sdkappid, AFTER_SEND_MSG, {
+            "CallbackCommand": AFTER_SEND_MSG,
+            "GroupId": event.group_id,
+            "Type": event.group_type,
+            "From_Account": event.from_account,
+            "Operator_Account": event.operator,
+            "Random": event.random,
+            "MsgSeq": event.msg_seq,
+            "MsgTime": event.msg_time,
+            "OnlineOnlyFlag": int(event.online_only),
+            "MsgBody": event.msg_body,
+            "CloudCustomData": event.cloud_custom_data,
+            "EventTime": event.event_time_ms,
+        }, f"g:{event.group_id}", event.origin)
+    if isinstance(event, GroupMessagesRecalled):
+        return Callback(event.sdkappid, AFTER_RECALL_MSG, {
+            "CallbackCommand": AFTER_RECALL_MSG,
+            "Operator_Account": event.operator,
+            "Type": event.group_type,
+            "GroupId": event.group_id,
+            "MsgSeqList": [{"MsgSeq": seq} for seq in event.msg_seqs],
+            "EventTime": event.event_time_ms,
+        }, f"g:{event.group_id}", event.origin)
+    if isinstance(event, C2CMessageSent):
+        return Callback(event.sdkappid, C2C_AFTER_SEND_MSG, {
+            "CallbackCommand": C2C_AFTER_SEND_MSG,
+            "From_Account": event.from_account,
+            "To_Account": event.to_account,
+            "MsgSeq": event.msg_seq,
+            "MsgRandom": event.msg_random,
+            "MsgTime": event.msg_time,
+            "MsgKey": event.msg_key,
+            "OnlineOnlyFlag": int(event.online_only),
+            "SendMsgResult": 0,
+            "ErrorInfo": "send msg succeed",
+            "UnreadMsgNum": event.unread_msg_num,
+            "MsgBody": event.msg_body,
+            "CloudCustomData": event.cloud_custom_data,
+            "EventTime": event.event_time_ms,
+        }, f"c2c:{event.from_account}", event.origin)
+    if isinstance(event, C2CMessageWithdrawn):
+        return Callback(event.sdkappid, C2C_AFTER_MSG_WITHDRAW, {
+            "CallbackCommand": C2C_AFTER_MSG_WITHDRAW,
+            "From_Account": event.from_account,
+            "To_Account": event.to_account,
+            "MsgKey": event.msg_key,
+            "UnreadMsgNum": event.unread_msg_num,
+            "EventTime": event.event_time_ms,
+        }, f"c2c:{event.from_account}", event.origin)
     if isinstance(event, ConnectionStateChanged):
         return Callback(event.sdkappid, STATE_CHANGE, {
             "CallbackCommand": STATE_CHANGE,

@@ -16,7 +16,7 @@ do.
 from __future__ import annotations
 
 # Importing the modules registers their commands with the service.
-from opentim.services.group_open_http_svc import groups, members, messages
+from opentim.services.group_open_http_svc import groups, history, members, messages, moderation
 from opentim.services.group_open_http_svc.common import SERVICE
 
-__all__ = ["SERVICE", "groups", "members", "messages"]
+__all__ = ["SERVICE", "groups", "history", "members", "messages", "moderation"]

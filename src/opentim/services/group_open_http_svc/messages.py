@@ -5,12 +5,15 @@ The rules each command applies are in ``domain/messages.py``.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import msgspec
 
 from opentim import errors
 from opentim.domain import messages as rules
+from opentim.gateway.commands import Caller, gateway_command
+from opentim.messaging.group import GroupSend
 from opentim.protocol.dispatch import command
 from opentim.protocol.fields import Int64, NonNegInt64, UInt32
 from opentim.runtime import Context
@@ -28,24 +31,68 @@ class SendGroupMsg(msgspec.Struct):
     Random: UInt32
     MsgBody: list[MsgElem]
     From_Account: str | None = None
+    MsgPriority: str | None = None
+    OnlineOnlyFlag: UInt32 = 0
+    To_Account: list[str] | None = None
+    CloudCustomData: str = ""
+    SendMsgControl: list[str] = []  # NoLastMsg, NoUnread: accepted (docs/messages.md)
+    ForbidCallbackControl: list[str] = []
+    TopicId: str | None = None
+    # OfflinePushInfo, SupportMessageExtension, NeedReadReceipt: accepted and ignored.
 
 
 @command(SERVICE, "send_group_msg", SendGroupMsg)
 async def send_group_msg(ctx: Context, req: SendGroupMsg) -> dict[str, Any]:
+    if req.TopicId:
+        raise errors.InvalidParameter("topics are not supported: leave TopicId out")
+    sent = await ctx.runtime.group_messages.send(ctx.app, GroupSend(
+        group_id=req.GroupId, sender=req.From_Account or None, operator=ctx.identifier,
+        body=rules.sendable_body(req.MsgBody), random=req.Random,
+        priority=rules.priority_index(req.MsgPriority), online_only=bool(req.OnlineOnlyFlag),
+        cloud_custom_data=req.CloudCustomData, to_accounts=req.To_Account,
+        exempt=not req.From_Account, forbid_callbacks=frozenset(req.ForbidCallbackControl),
+        origin=ctx.origin), now=ctx.now)
+    return {"MsgTime": sent.msg_time, "MsgSeq": sent.msg_seq}
+
+
+class GatewaySendGroupMsg(msgspec.Struct):
+    """The gateway's send_group_msg: the sender is the connection's account."""
+
+    GroupId: str
+    MsgBody: list[MsgElem]
+    Random: UInt32 | None = None
+    MsgRandom: UInt32 | None = None  # the name pushed messages carry; either is accepted
+    MsgPriority: str | None = None
+    OnlineOnlyFlag: UInt32 = 0
+    To_Account: list[str] | None = None
+    CloudCustomData: str = ""
+
+
+@gateway_command("send_group_msg", GatewaySendGroupMsg)
+async def gateway_send_group_msg(caller: Caller, req: GatewaySendGroupMsg,
+                                 now: float) -> dict[str, Any]:
+    runtime, presence = caller.runtime, caller.presence
+    app = runtime.apps.get(presence.sdkappid)
+    if app is None:
+        raise errors.SdkAppIdNotFound()
     body = rules.sendable_body(req.MsgBody)
-    group = await load_group(ctx, req.GroupId)
-    keep = rules.keeps_history(group)
-    # Where no roster is kept the sender is checked against the accounts instead.
-    if not keep and req.From_Account and not await ctx.store.accounts.existing(
-            ctx.sdkappid, [req.From_Account]):
-        raise errors.AccountNotFound(accounts=[req.From_Account])
-    message = GroupMessage(req.From_Account or None, ctx.now_s, req.Random, body)
-    seq = await ctx.store.messages.append(ctx.sdkappid, group.group_id, message, keep=keep,
-                                         sender_must_be_member=keep)
-    if seq is None:
-        raise errors.NoPermission(f"From_Account {req.From_Account!r} is not a member of "
-                                  f"group {group.group_id!r}")
-    return {"MsgTime": message.send_time, "MsgSeq": seq}
+    group = await runtime.group_messages.load(app.sdkappid, req.GroupId)
+    is_admin = presence.account in app.admins
+    if not rules.keeps_history(group) and req.GroupId not in presence.groups and not is_admin:
+        # An AVChatRoom has no roster: its audience is who joined, and only they speak.
+        raise errors.NoPermission(f"join group {req.GroupId!r} before sending to it")
+    random = req.Random if req.Random is not None else req.MsgRandom
+    if random is None:
+        random = secrets.randbits(32)  # none given: never mistaken for a duplicate
+    sent = await runtime.group_messages.send(app, GroupSend(
+        group_id=group.group_id, sender=presence.account, operator=presence.account,
+        body=body, random=random, priority=rules.priority_index(req.MsgPriority),
+        online_only=bool(req.OnlineOnlyFlag), cloud_custom_data=req.CloudCustomData,
+        to_accounts=req.To_Account, sender_must_be_member=rules.keeps_history(group),
+        exempt=is_admin, origin=presence.origin, except_conn=presence.conn_id),
+        now=now, group=group)
+    return {"GroupId": group.group_id, "MsgSeq": sent.msg_seq, "MsgTime": sent.msg_time,
+            "MsgRandom": random}
 
 
 class ImportedMsg(msgspec.Struct):
