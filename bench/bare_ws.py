@@ -13,10 +13,12 @@ what OpenTIM adds to each delivery.
   it, as the gateway's does).
 * ``POST /broadcast?group=G``: the request body is a pre-encoded frame; it is written to
   every connection in room G, in one loop, before the answer (an OK envelope) goes back.
-  With ``--redis``, the frame is also PUBLISHed (prefixed by this process's node id) on
-  ``--channel``, and every other process started with the same channel writes it to its
-  own connections in G: the two-process baseline, one hop through Redis pub/sub as
-  OpenTIM's relay makes.
+  ``&raw=1``: the floor instead of the baseline: the WebSocket frame is built once and its
+  bytes written straight to each connection's transport (no ASGI send, no websockets
+  framing per connection). With ``--redis``, the frame is also PUBLISHed (prefixed by
+  this process's node id) on ``--channel``, and every other process started with the same
+  channel writes it to its own connections in G: the two-process baseline, one hop
+  through Redis pub/sub as OpenTIM's relay makes.
 
     python bench/bare_ws.py --port N [--redis URL --channel NAME] [--log-level warning]
 """
@@ -45,11 +47,21 @@ Send = Any  # an ASGI send callable
 def make_app(redis_url: str = "", channel: str = "") -> Any:
     encode = msgspec.json.Encoder().encode
     decode = msgspec.json.Decoder().decode
-    rooms: dict[str, dict[Send, None]] = defaultdict(dict)
+    rooms: dict[str, dict[Send, Any]] = defaultdict(dict)  # send -> its asyncio transport
     node = os.urandom(8).hex().encode()
     state: dict[str, Any] = {}
 
-    async def broadcast(group: str, frame: bytes) -> None:
+    async def broadcast(group: str, frame: bytes, raw: bool = False) -> None:
+        if raw:
+            n = len(frame)
+            head = bytes([0x82, n]) if n < 126 else (
+                bytes([0x82, 126]) + n.to_bytes(2, "big") if n < 1 << 16
+                else bytes([0x82, 127]) + n.to_bytes(8, "big"))
+            data = head + frame
+            for transport in list(rooms.get(group, {}).values()):
+                if transport is not None and not transport.is_closing():
+                    transport.write(data)
+            return
         message = {"type": "websocket.send", "bytes": frame}
         for send in list(rooms.get(group, ())):
             with contextlib.suppress(Exception):  # gone meanwhile
@@ -60,9 +72,9 @@ def make_app(redis_url: str = "", channel: str = "") -> Any:
             if item.get("type") != "message":
                 continue
             data: bytes = item["data"]
-            origin, group, frame = data.split(b"\n", 2)
+            origin, group, raw, frame = data.split(b"\n", 3)
             if origin != node:
-                await broadcast(group.decode(), frame)
+                await broadcast(group.decode(), frame, raw == b"1")
 
     async def lifespan(receive: Any, send: Any) -> None:
         while True:
@@ -106,7 +118,10 @@ def make_app(redis_url: str = "", channel: str = "") -> Any:
                                          "ErrorInfo": ""}
                 if doc.get("cmd") == "join_group":
                     group = str(doc.get("GroupId"))
-                    rooms[group][send] = None
+                    # uvicorn's receive is a method of its protocol, which holds the
+                    # transport (as src/opentim/gateway/transport.py finds it)
+                    owner = getattr(receive, "__self__", None)
+                    rooms[group][send] = getattr(owner, "transport", None)
                     joined.append(group)
                     reply["GroupId"] = group
                 await send({"type": "websocket.send", "bytes": encode(reply)})
@@ -127,12 +142,13 @@ def make_app(redis_url: str = "", channel: str = "") -> Any:
                 break
         answer = _FAIL
         if scope["path"] == "/broadcast":
-            group = parse_qs(scope["query_string"].decode()).get("group", [""])[0]
+            query = parse_qs(scope["query_string"].decode())
+            group, raw = query.get("group", [""])[0], query.get("raw", [""])[0] == "1"
             frame = b"".join(chunks)
-            await broadcast(group, frame)
+            await broadcast(group, frame, raw)
             if "client" in state:
                 await state["client"].publish(channel, b"\n".join(
-                    (node, group.encode(), frame)))
+                    (node, group.encode(), b"1" if raw else b"0", frame)))
             answer = _OK
         elif scope["path"] == "/":
             answer = _OK

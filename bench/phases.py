@@ -5,16 +5,18 @@ docstring is what the run prints when the phase starts."""
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
+import history
 import scratch
 from backends import Backend
 from probes import Load, bench_line
 from processes import BARE, BENCH, CLIENTS, LOG_LEVEL, PY, BenchError, Server, pinned, run
-from scenarios import SCENARIOS, Call
+from scenarios import HISTORY_PAGE, HISTORY_PAIR, SCENARIOS, Call
 
 if TYPE_CHECKING:
     from harness import Suite
@@ -33,17 +35,74 @@ def phase_rest(suite: Suite) -> None:
     for row in suite.rows:
         if row.backend == "postgresql" and "postgresql" not in backends:
             row.status = "skipped: no postgresql"
+    # The per-group message rate so high that it never trips, yet is counted on every send.
+    msg_rate = ["--group-msg-rate", "1000000"]
     for b in backends.values():
         suite.versions.append(b.version)
-        b.create_apps({"off": [], "high": []})
+        b.create_apps({"off": msg_rate, "high": msg_rate})
         b.start(suite.procs, suite.tmp / f"{b.name}.log")
     for b in backends.values():  # setup data on both apps
         suite.seed(b, (Call(c.path, c.body, app=app) for app in ("off", "high")
                        for s in SCENARIOS if b.name in s.backends for c in s.setup))
     suite.plan_calls(backends)
     suite.measure([r for r in suite.rows if r.backend in backends], suite.args.rounds)
+    for b in backends.values():
+        row = suite.row("history", b.name)
+        try:
+            measure_history(suite, b, row)
+        except BenchError as exc:
+            suite.fail([row], exc)
     suite.procs.stop()  # the servers hold connections to the database
     suite.db.drop_postgres()
+
+
+def measure_history(suite: Suite, b: Backend, row: Any) -> None:
+    """admin_getroammsg of the newest page: its rounds at 10k stored messages first (the
+    baseline), then, once bench/history.py has added older messages up to the run's size,
+    the same call's rounds again. The newest page, so the answer, is the same bytes both
+    times. Sequential, not alternated: the second half needs the first half's table."""
+    if row.status:
+        return
+    call = row.scenario.call
+    assert call is not None and b.server is not None
+    base_count, count = 10_000, suite.history_messages
+    newest = int(time.time())
+    started = time.monotonic()
+    history.fill(b.db_url, b.sdkappids[call.app], HISTORY_PAIR, first=0, count=base_count,
+                 newest=newest)
+    answer = b.post(call)
+    if json.loads(answer).get("MsgCnt") != HISTORY_PAGE:
+        raise BenchError(f"admin_getroammsg on {b.name}: not a page of {HISTORY_PAGE}: "
+                         f"{answer[:300]!r}")
+    probe = suite.wrk_probe(f"{call.path} on {b.name}", b.url(call), [call], [answer],
+                            b.server)
+    row.base_label = "the same call at 10k stored messages"
+    seconds, rounds = suite.args.seconds, suite.args.rounds
+
+    def runs() -> list[Load]:
+        probe.run(1)  # warm-up, not counted (in quick mode too: the halves run apart)
+        return [probe.run(seconds) for _ in range(rounds)]
+
+    base = runs()
+    filled = time.monotonic()
+    # A tenth of what is added is older history of this conversation, the rest is other
+    # conversations' messages over the same seconds.
+    own = (count - base_count) // 10
+    history.fill(b.db_url, b.sdkappids[call.app], HISTORY_PAIR, first=base_count,
+                 count=own, newest=newest, others=count - base_count - own)
+    fill_s = time.monotonic() - filled
+    if b.post(call) != answer:
+        raise BenchError(f"admin_getroammsg on {b.name}: the newest page changed when older "
+                         "messages were added")
+    measured = runs()
+    row.runs.extend(zip(measured, base, strict=True))
+    for m, r in zip(measured, base, strict=True):
+        print(f"  {row.label[:60]} [{b.name}]: {m.value:,.2f} vs baseline {r.value:,.2f}",
+              flush=True)
+    suite.note(f"admin_getroammsg [{b.name}]: bench/history.py added {own:,} older "
+               f"messages of the conversation and {count - base_count - own:,} of 1,000 "
+               f"others in {fill_s:.1f} s (the row took {time.monotonic() - started:.0f} s); "
+               f"rounds at 10k stored first, then at {count:,}, not alternated")
 
 
 # --- phase 3: idle connections -------------------------------------------------------

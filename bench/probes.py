@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
+import statistics
 import subprocess
 import time
 from collections.abc import Sequence
@@ -68,10 +70,13 @@ class WrkProbe:
     connections: int
     drain: bool = False  # count the time until the server is idle again in the rate
     busy: list[float] = field(default_factory=list)  # drain runs: server CPU ÷ wall time
+    # post.lua: fixed bodies, answers compared byte for byte; vary.lua: a fresh number in
+    # each body (sends: a repeated Random is a duplicate), answers checked for ErrorCode 0.
+    script: str = "post.lua"
 
     def run(self, seconds: int) -> Load:
         argv = [*pinned(1), self.wrk_bin, "-t1", f"-c{self.connections}", f"-d{seconds}s",
-                "--timeout", "5s", "--latency", "-s", str(BENCH / "post.lua"), self.url, "--",
+                "--timeout", "5s", "--latency", "-s", str(BENCH / self.script), self.url, "--",
                 *map(str, self.files)]
         cpu_before = self.server.cpu_seconds()
         out = run(argv, timeout=seconds + 30)
@@ -121,6 +126,57 @@ class ClientProbe:
         p50, p99 = r["p50_us"] / 1000, r["p99_us"] / 1000
         return Load(p50 if self.latency else r["ops"] / r["seconds"], p50, p99,
                     r["cpu_s"] / r["ops"] * 1e6)
+
+
+@dataclass
+class FleetProbe:
+    """One measurement by a bench/fanout.py process that holds its connections between runs:
+    ``mode`` flat (``param`` messages in flight) or rate (``param`` messages/s). The value:
+    deliveries/s, or with ``latency`` the p50 in ms; CPU: the servers' per delivery."""
+
+    label: str
+    proc: subprocess.Popen[str]
+    log: Path
+    mode: str
+    param: float
+    servers: list[Server]
+    latency: bool = False
+    query: str = ""  # added to the send URL's query string (bench/bare_ws.py: raw=1)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def run(self, seconds: int) -> Load:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(f"{self.mode} {seconds} {self.param} {self.query}\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it exited: said below
+        line = ""
+        deadline = time.monotonic() + seconds + 120
+        while time.monotonic() < deadline and not line.startswith("BENCH "):
+            if select.select([self.proc.stdout], [], [], 0.5)[0]:
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+        for server in self.servers:
+            server.check_alive()
+        if not line.startswith("BENCH "):
+            raise BenchError(f"{self.label}: no result (exit {self.proc.poll()}):\n"
+                             f"{self.log.read_text()[-1500:]}")
+        r = json.loads(line[6:])
+        self.results.append(r)
+        if r["failures"] or not r["deliveries"]:
+            raise BenchError(f"{self.label}: {r['deliveries']:,} deliveries of "
+                             f"{r['messages']:,} messages to {r['connections']:,} "
+                             f"connections; {'; '.join(r['failures']) or 'none arrived'}")
+        p50, p99 = r["p50_us"] / 1000, r["p99_us"] / 1000
+        return Load(p50 if self.latency else r["deliveries"] / r["seconds"], p50, p99,
+                    r["server_cpu_s"] / r["deliveries"] * 1e6)
+
+    def busy(self) -> tuple[float, float]:
+        """Medians over the runs: the client's CPU ÷ wall time, the servers' likewise."""
+        return (statistics.median(r["client_busy"] for r in self.results),
+                statistics.median(r["server_cpu_s"] / r["seconds"] for r in self.results))
 
 
 def ensure_wrk(quick: bool) -> str:

@@ -26,6 +26,8 @@ ROOT = BENCH.parent
 PY = sys.executable
 CLIENTS = str(BENCH / "clients.py")
 BARE = str(BENCH / "bare.py")
+BARE_WS = str(BENCH / "bare_ws.py")
+FANOUT = str(BENCH / "fanout.py")
 LOG_LEVEL = "warning"  # `opentim serve` defaults to info
 
 
@@ -131,27 +133,32 @@ class Processes:
             time.sleep(0.1)
         raise BenchError(f"{name} server did not answer within {timeout:.0f} s; see {log}")
 
-    def client(self, argv: list[str], log: Path) -> subprocess.Popen[str]:
-        """A bench/clients.py process on core 1 that prints READY when it is set up."""
+    def client(self, argv: list[str], log: Path, *, script: str = CLIENTS,
+               commands: bool = False) -> subprocess.Popen[str]:
+        """A client process (bench/clients.py unless ``script``) on core 1 that prints READY
+        when it is set up; ``commands``: its stdin is a pipe the run writes commands to."""
         with log.open("w") as err:
-            proc = subprocess.Popen([*pinned(1), PY, CLIENTS, *argv], cwd=ROOT, text=True,
-                                    stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+            proc = subprocess.Popen([*pinned(1), PY, script, *argv], cwd=ROOT, text=True,
+                                    stdout=subprocess.PIPE, stderr=err, start_new_session=True,
+                                    stdin=subprocess.PIPE if commands else subprocess.DEVNULL)
         self.started.append(proc)
         return proc
 
     @staticmethod
-    def ready(proc: subprocess.Popen[str], log: Path, timeout: float) -> None:
+    def ready(proc: subprocess.Popen[str], log: Path, timeout: float,
+              prefix: str = "READY") -> str:
+        """Wait for the client's line starting with ``prefix``; returns that line."""
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if select.select([proc.stdout], [], [], 0.5)[0]:
                 line = proc.stdout.readline()
-                if line.startswith("READY"):
-                    return
+                if line.startswith(prefix):
+                    return line
                 if not line:
                     break
         argv = proc.args if isinstance(proc.args, list) else [proc.args]
-        raise BenchError(f"client {' '.join(map(str, argv))[-120:]} not ready "
+        raise BenchError(f"client {' '.join(map(str, argv))[-120:]}: no {prefix} line "
                          f"(exit {proc.poll()}):\n{log.read_text()[-1500:]}")
 
     def stop_one(self, proc: subprocess.Popen[Any]) -> None:
@@ -162,8 +169,10 @@ class Processes:
         except subprocess.TimeoutExpired:
             killpg(proc, signal.SIGKILL)
             proc.wait(timeout=5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
     def stop(self) -> None:
         for proc in reversed(self.started):  # all told first: they stop in parallel

@@ -116,6 +116,22 @@ def targets(rows: list[Row]) -> list[str]:
                        f"{1 / direct:.2f}× faster; each against its own bare baseline: "
                        f"{normal:.2f}×) (target: within 2×): {verdict(direct >= 0.5)}")
     for r in rows:
+        special = r.scenario.special
+        if not r.runs or r.status:
+            continue
+        ratio = statistics.median(x.value / y.value for x, y in r.runs)
+        if special.startswith("fanout_") and special != "fanout_rate":
+            out.append(f"- {r.label.split(' (')[0]} [{r.backend}]: {ratio:.2f}× the bare "
+                       f"broadcast's deliveries/s (target ≥ 0.50×): {verdict(ratio >= 0.5)}")
+        elif special == "fanout_rate":
+            p99 = statistics.median(x.p99_ms or 0.0 for x, _ in r.runs)
+            base = statistics.median(y.p99_ms or 0.0 for _, y in r.runs)
+            out.append(f"- {r.label}: p99 {dur(p99)} (the bare broadcast's: {dur(base)}) "
+                       f"(target < 50 ms): {verdict(p99 < 50)}")
+        elif special == "history":
+            out.append(f"- {r.label.split(' (')[0]} [{r.backend}]: {ratio:.2f}× the rate at "
+                       f"10k (target: flat, ≥ 0.85×): {verdict(ratio >= 0.85)}")
+    for r in rows:
         if r.scenario.special == "imports" and r.runs:
             ratio = r.runs[0][0].value / r.runs[0][1].value
             out.append(f"- import_group_member, {r.backend}: {ratio:.0%} of the {r.base_label}"

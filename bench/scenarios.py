@@ -47,6 +47,10 @@ class Scenario:
     # Calls leave work behind (pushes): the rate counts until the server is idle again.
     drain: bool = False
     connections: int = 0  # wrk connections for this row (and its baseline); 0: --connections
+    # A send: the request holds VARY once, which bench/vary.lua replaces in every request
+    # (a repeated Random is a duplicate, answered without a send); answers are checked for
+    # ErrorCode 0, not compared, and the bare app answers the recorded one for any body.
+    varies: bool = False
 
 
 USERS = [f"bench_user_{i}" for i in range(10)]
@@ -107,6 +111,32 @@ PRESENCE_SETUP = (*(c for prefix, n in HELD.values() for c in import_accounts(pr
 HOOK_SETUP = (*import_accounts("bench_c_", CHURNERS, app="hook"),
               *(av_group(g, app="hook") for g in HOOK_GROUPS))
 
+# Sends under wrk (Scenario.varies): VARY is the Random each request replaces.
+VARY = 4_000_000_001
+# Groups of their own: a send moves its group's NextMsgSeq, which get_group_info shows.
+SEND_AV, SEND_PUBLIC = "bench_send_av", "bench_send_public"
+TEXT_BODY = [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "what a goal!!! replay please"}}]
+
+
+def send_group_msg(group: str) -> Call:
+    return Call("group_open_http_svc/send_group_msg", {
+        "GroupId": group, "Random": VARY, "From_Account": USERS[0], "MsgBody": TEXT_BODY})
+
+
+# admin_getroammsg reads the newest page of one conversation (bench/history.py fills it).
+HISTORY_PAIR = ("bench_h_a", "bench_h_b")
+HISTORY_PAGE = 100
+
+# get_joined_group_list of one account in 1,000 Public groups; get_role_in_group of 100
+# accounts (the 10 members of bench_group and 90 others).
+JOINER, JOINED_GROUPS = "bench_joiner", 1000
+JOINED_SETUP = (
+    Call("im_open_login_svc/multiaccount_import", {"AccountList": [{"UserID": JOINER}]}),
+    *(Call("group_open_http_svc/create_group", {
+        "Type": "Public", "Name": "joined", "GroupId": f"bench_j_{i}",
+        "MemberList": [{"Member_Account": JOINER}]}) for i in range(JOINED_GROUPS)))
+ROLE_ACCOUNTS = USERS + [f"bench_nobody_{i}" for i in range(90)]
+
 SCENARIOS = [
     Scenario("REST edge: account_check, 1 UserID (auth, dispatch, envelope, 1 SELECT)",
              ACCOUNT_CHECK, setup=(IMPORT_USERS,)),
@@ -115,6 +145,17 @@ SCENARIOS = [
              setup=(IMPORT_USERS, CREATE_GROUP)),
     Scenario("portrait_get, 100 accounts × 4 tags (1 SELECT)", PORTRAIT_GET,
              setup=PROFILE_SETUP),
+    Scenario(f"get_joined_group_list, an account in {JOINED_GROUPS:,} groups, with base "
+             "info and SelfInfo (1 SELECT)",
+             Call("group_open_http_svc/get_joined_group_list", {
+                 "Member_Account": JOINER, "ResponseFilter": {
+                     "GroupBaseInfoFilter": ["Type", "Name", "MemberNum"],
+                     "SelfInfoFilter": ["Role", "JoinTime", "UnreadMsgNum"]}}),
+             setup=JOINED_SETUP),
+    Scenario("get_role_in_group, 100 accounts of a group of 10 (2 SELECTs)",
+             Call("group_open_http_svc/get_role_in_group",
+                  {"GroupId": GROUP, "User_Account": ROLE_ACCOUNTS}),
+             setup=(IMPORT_USERS, CREATE_GROUP)),
     # No command yet answers without the store, so the edge alone is priced on an unknown
     # command: fully authenticated, then refused with 10003 before any store access.
     Scenario("edge only: group_open_http_svc/no_such_command → 10003",
@@ -137,6 +178,40 @@ SCENARIOS = [
                marks(MARKS, 1, 1001, range(500)), alternate=marks(MARKS, 2, 1001, range(500)),
                redis_baseline="redis-marks", backends=PRESENCE, drain=True, connections=n)
       for n in (8, 1)),
+    Scenario("send_group_msg, AVChatRoom, nobody in it (guards, MsgSeq, push to no one)",
+             send_group_msg(SEND_AV), setup=(IMPORT_USERS, av_group(SEND_AV)), varies=True),
+    Scenario("send_group_msg, Public group of 10, none online (stores the message)",
+             send_group_msg(SEND_PUBLIC), setup=(IMPORT_USERS, Call(
+                 CREATE_GROUP.path, {**CREATE_GROUP.body, "GroupId": SEND_PUBLIC})),
+             varies=True),
+    Scenario("openim/sendmsg, recipient offline (stores it, counts it unread)",
+             Call("openim/sendmsg", {"SyncOtherMachine": 1, "From_Account": USERS[0],
+                                     "To_Account": USERS[1], "MsgRandom": VARY,
+                                     "MsgBody": TEXT_BODY}),
+             setup=(IMPORT_USERS,), varies=True),
+    # {history}: the size this run measures (Suite.history_messages); filled by
+    # bench/history.py between the baseline's rounds and the row's own.
+    Scenario(f"openim/admin_getroammsg, newest {HISTORY_PAGE} of a conversation, "
+             "{history} messages stored (a tenth of them its own; baseline: the same call "
+             "at 10k, all its own)",
+             Call("openim/admin_getroammsg", {
+                 "Operator_Account": HISTORY_PAIR[0], "Peer_Account": HISTORY_PAIR[1],
+                 "MaxCnt": HISTORY_PAGE}),
+             setup=(Call("im_open_login_svc/multiaccount_import",
+                         {"AccountList": [{"UserID": u} for u in HISTORY_PAIR]}),),
+             special="history"),
+    # Group messages through the gateway (bench/messages_phase.py, bench/fanout.py); the
+    # baseline is bench/bare_ws.py broadcasting the frame OpenTIM pushed to as many
+    # connections.
+    Scenario("fan-out: send_group_msg into an AVChatRoom of 1,000 gateway connections, one "
+             "process (deliveries/s, 4 messages in flight)", special="fanout_1k",
+             backends=("memory",)),
+    Scenario("fan-out: the same, 10,000 connections", special="fanout_10k",
+             backends=("memory",)),
+    Scenario("fan-out: the same, 1,000 connections over two processes", special="fanout_2p",
+             backends=("redis",)),
+    Scenario("100 messages/s into 1,000 connections: latency from send_group_msg to receipt",
+             special="fanout_rate", backends=("memory",)),
     Scenario("import_group_member, 300 per call, 8 clients (bench/import_members.py)",
              special="imports", backends=("sqlite, one group", "sqlite, many groups",
                                           "postgresql, one group", "postgresql, many groups")),

@@ -1,23 +1,28 @@
 """OpenTIM benchmark suite: real servers under load, each figure beside a same-run baseline.
 
 Run it through ``bench/run`` (``--quick`` for the CI smoke version). Every server is pinned
-to core 0 and every load generator (wrk, bench/clients.py) to core 1. Five phases, each
-stopping what it started before the next begins:
+to core 0 and every load generator (wrk, bench/clients.py, bench/fanout.py) to core 1. Six
+phases, each stopping what it started before the next begins:
 
 1. REST on SQLite and PostgreSQL (the database of --pg-url, which the run creates and
    drops, when reachable): the calls under wrk against the bare ASGI app of bench/bare.py
-   answering the same bytes.
+   answering the same bytes (sends under bench/vary.lua, a fresh Random in each); then
+   admin_getroammsg at 10k, and at 1M (100k quick) stored messages (bench/history.py).
 2. Presence on the memory and the Redis backend (the database of --redis-url, claimed
    only if empty, when reachable): 1,000 members held online through real gateway
    connections, then get_members, get_online_member_num and modify_user_info under wrk,
    gateway churn, webhook latency and delivery (counters read from the server's metrics
    listener, --metrics-port); baselines: bare ASGI (same bytes, or re-encoding the same
    document), raw Redis doing the same writes, a bare WebSocket echo, a bare receiver.
-3. Idle gateway connections (10k; 1k quick): server memory per connection against a bare
+3. Messages (bench/messages_phase.py): send_group_msg fanned out through the gateway to an
+   AVChatRoom of 1,000 and 10,000 raw WebSocket connections (bench/fanout.py), 1,000 over
+   two processes on Redis, and 100 messages/s into 1,000; baseline: bench/bare_ws.py, a
+   bare uvicorn WebSocket server broadcasting the same frame. Quick mode: 1,000 only.
+4. Idle gateway connections (10k; 1k quick): server memory per connection against a bare
    WebSocket app.
-4. The presence store in process: memory per member and page latency at 100k members (10k
+5. The presence store in process: memory per member and page latency at 100k members (10k
    quick).
-5. bench/import_members.py (``--quick`` in quick mode): import_group_member against the
+6. bench/import_members.py (``--quick`` in quick mode): import_group_member against the
    databases' bulk paths.
 
 It first prints which PostgreSQL and Redis databases it will write to (bench/scratch.py
@@ -36,13 +41,14 @@ call.
 # The modules of the suite, beside this entry point (its options, the run and its report):
 #   scenarios.py   the rows: each REST call, its setup data and its baseline
 #   harness.py     the Suite: rows, phase order, REST rows planned as paired wrk probes
-#   phases.py, presence_phase.py   the five phases
+#   phases.py, presence_phase.py, messages_phase.py   the six phases
 #   backends.py    OpenTIM servers with their apps; the run's scratch databases
 #   processes.py   starting, pinning and stopping processes; SIGTERM and --time-limit
 #   probes.py      wrk and bench/clients.py runs, CPU, idleness, webhook counters
 #   report.py      the table, ratios, targets and the copy in bench/results/
-# scratch.py decides which databases a run may take; clients.py, bare.py, post.lua and
-# import_members.py are the processes the phases start.
+# scratch.py decides which databases a run may take; clients.py, fanout.py, bare.py,
+# bare_ws.py, post.lua, vary.lua and import_members.py are the processes the phases start;
+# history.py writes the one-to-one history admin_getroammsg's row reads.
 
 from __future__ import annotations
 
@@ -82,7 +88,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "left by a dead bench run; env OPENTIM_BENCH_REDIS_URL; default "
                         f"{REDIS_URL}; '' to skip Redis")
     p.add_argument("--only", type=lambda v: v.split(","), default=[],
-                   help="run only these phases: rest,presence,idle,store,imports")
+                   help="run only these phases: rest,presence,messages,idle,store,imports")
     p.add_argument("--time-limit", type=int, help="seconds before the whole run is stopped "
                    "as failed (default 600 quick, 3600 full)")
     args = p.parse_args(argv)

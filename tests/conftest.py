@@ -8,6 +8,7 @@ gateway calls, service checks) are in tests/helpers; tests import them from ther
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -28,6 +29,7 @@ from tests.helpers import (
     serve_asgi,
     unavailable,
 )
+from tests.helpers.services import PG_URL_GIVEN, drop_pg_database
 
 _pg_checked: dict[str, str | None] = {}  # URL -> why PostgreSQL is unusable, once per run
 
@@ -91,3 +93,9 @@ async def receiver() -> AsyncIterator[Receiver]:
     async with serve_asgi(rec) as url:
         rec.url = url + "/im-callback"
         yield rec
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop this run's own PostgreSQL database (tests/helpers/services.py)."""
+    if not PG_URL_GIVEN and _pg_checked.get(PG_URL, "unused") is None:
+        asyncio.run(drop_pg_database(PG_URL))

@@ -270,6 +270,16 @@ async def test_importmsg_errors(tim, pinned: int) -> None:
     await codes(tim, IMPORT, cases)
 
 
+async def test_retention_deletes_old_messages(tim, server: Server, pinned: int) -> None:
+    await import_accounts(tim, "a", "b")
+    for age_days in (40, 1):
+        await tim.ok(IMPORT, {"SyncFromOldSystem": 2, "From_Account": "a", "To_Account": "b",
+                              "MsgRandom": age_days, "MsgTimeStamp": pinned - age_days * 86400,
+                              "MsgBody": text(f"{age_days} days old")})
+    assert await server.runtime.retention.run_once() >= 1  # premium: 30 days are kept
+    assert await texts(tim, "b", "a") == ["1 days old"]
+
+
 # --- admin_getroammsg ---------------------------------------------------------------------
 
 

@@ -50,6 +50,7 @@ async def history_rows(server: Server, sdkappid: int, group_id: str) -> int:
 async def test_send_advances_seq_and_time(server: Server, app, tim) -> None:
     server.clock.pinned = float(int(server.clock()))
     group_id = await create_group(tim, "Public")
+    server.events.clear()  # the GroupCreated of create_group
     assert (await group_info(tim, group_id))["NextMsgSeq"] == 1
     seqs = []
     for n in range(3):

@@ -157,6 +157,7 @@ async def test_get_group_info_limits(tim) -> None:
 
 async def test_destroy_group(tim, server: Server) -> None:
     group_id = await create_group(tim, "Public")
+    server.events.clear()  # the GroupCreated of create_group
     await tim.ok(f"{SVC}/destroy_group", {"GroupId": group_id})
     assert (await _info(tim, group_id))[0]["ErrorCode"] == 10010
     assert (await tim.call(f"{SVC}/destroy_group", {"GroupId": group_id}))["ErrorCode"] == 10010
@@ -167,6 +168,7 @@ async def test_destroy_group(tim, server: Server) -> None:
 async def test_add_group_member_results_and_event(tim, server: Server) -> None:
     await import_accounts(tim, "o", "a", "b")
     group_id = await create_group(tim, "Public", Owner_Account="o")
+    server.events.clear()  # the GroupCreated of create_group
     reply = await tim.ok(f"{SVC}/add_group_member", {"GroupId": group_id, "MemberList": [
         {"Member_Account": "a"}, {"Member_Account": "o"}, {"Member_Account": "ghost"},
         {"Member_Account": "b"}, {"Member_Account": "a"}]})
@@ -213,6 +215,7 @@ async def test_delete_group_member(tim, server: Server) -> None:
     await import_accounts(tim, "o", "a", "b")
     group_id = await create_group(tim, "Public", Owner_Account="o",
                                   MemberList=[{"Member_Account": "a"}])
+    server.events.clear()  # the GroupCreated of create_group
     await tim.ok(f"{SVC}/delete_group_member",
                  {"GroupId": group_id, "MemberToDel_Account": ["a", "b"]})
     [info] = await _info(tim, group_id)

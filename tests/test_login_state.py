@@ -21,7 +21,7 @@ import httpx
 import pytest
 from TLSSigAPIv2 import TLSSigAPIv2
 
-from opentim.client import connect
+from opentim.client import GatewayError, connect
 from opentim.client.rest import RestClient
 from opentim.domain.login import MAX_QUERY_ACCOUNTS
 from opentim.events import ConnectionStateChanged, MemberStateChanged
@@ -89,6 +89,8 @@ async def test_a_kick_closes_every_connection_and_the_user_may_come_back(
             await phone.join_group(group_id)  # in a group, and web in none
             await other.join_group(group_id)
             assert await statuses(tim, "u") == {"u": "Online"}
+            old_sig = TLSSigAPIv2(app.sdkappid, app.secret_key).gen_sig("u")
+            await asyncio.sleep(1.05)  # the kick comes a second after that sig was made
             assert await tim.ok(KICK, {"UserID": "u"}) == {
                 "ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}
             # this process took the account out before answering
@@ -97,7 +99,12 @@ async def test_a_kick_closes_every_connection_and_the_user_may_come_back(
             for session in (phone, web):
                 await kicked(session)
             await other.heartbeat()  # the others stay connected
-            # the UserSig stays valid: the user connects and joins again at once
+            # Tencent: a UserSig made before the kick no longer logs in; a new one does
+            with pytest.raises(GatewayError) as refused:
+                async with connect(live.url, sdkappid=app.sdkappid, identifier="u",
+                                   usersig=old_sig):
+                    pass
+            assert refused.value.code == 70001
             async with live.connect(app, "u", platform="Web") as again:
                 await again.join_group(group_id)
                 assert sorted(await all_pages(tim, group_id)) == ["other", "u"]

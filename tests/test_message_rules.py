@@ -65,3 +65,8 @@ def test_before_send_verdicts() -> None:
     assert replaced.msg_body == text("new") and replaced.cloud_custom_data == "c"
     for bad in ([], [{"MsgType": "x"}], text("y" * 13_000), "body"):
         assert rules.before_send_verdict({"ErrorCode": 0, "MsgBody": bad}).msg_body is None
+
+
+def test_an_oversized_replacement_of_cloud_custom_data_is_ignored() -> None:
+    verdict = rules.before_send_verdict({"ErrorCode": 0, "CloudCustomData": "x" * 13_000})
+    assert verdict.cloud_custom_data is None and verdict.allow

@@ -260,12 +260,12 @@ async def test_internal_errors_are_enveloped(tim, server: Server, monkeypatch) -
 @pytest.mark.parametrize(
     ("path", "code"),
     [
-        ("group_open_http_svc/modify_group_base_info", 10003),
+        ("group_open_http_svc/get_group_counter", 10003),
         ("group_open_avchatroom_http_svc/del_robots_x", 10003),
-        ("im_open_login_svc/kick", 60009),
-        ("openim/sendmsg", 60009),
-        ("openim/querystate", 60009),
-        ("group_open_attr_http_svc/get_group_attr", 60009),
+        ("openim/modify_c2c_msg", 60009),
+        ("all_member_push/im_push", 60009),
+        ("recentcontact/get_list", 60009),
+        ("sns/friend_add", 60009),
     ],
 )
 async def test_tencent_commands_opentim_lacks(tim, path: str, code: int) -> None:

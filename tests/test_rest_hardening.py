@@ -166,6 +166,57 @@ SAMPLES: dict[tuple[str, str], list[Sample]] = {
         lambda w: {"From_Account": "a", "ProfileItem": [
             {"Tag": "Tag_Profile_IM_Nick", "Value": "n"},
             {"Tag": "Tag_Profile_IM_Level", "Value": 1}]}],
+    ("group_open_http_svc", "modify_group_base_info"): [lambda w: {
+        "GroupId": w.public, "Name": "n2", "Introduction": "i", "Notification": "n",
+        "FaceUrl": "f", "MaxMemberNum": 200, "ApplyJoinOption": "FreeAccess",
+        "InviteJoinOption": "FreeAccess", "MuteAllMember": "Off", "AppDefinedData": _KV}],
+    ("group_open_http_svc", "modify_group_member_info"): [lambda w: {
+        "GroupId": w.public, "Member_Account": "b", "Role": "Admin", "MsgFlag": "AcceptNotNotify",
+        "NameCard": "nc", "MuteTime": 0, "AppMemberDefinedData": _KV}],
+    ("group_open_http_svc", "change_group_owner"): [
+        lambda w: {"GroupId": w.community, "NewOwner_Account": "d"}],
+    ("group_open_http_svc", "get_role_in_group"): [
+        lambda w: {"GroupId": w.public, "User_Account": ["a", "b", "ghost"]}],
+    ("group_open_http_svc", "get_joined_group_list"): [
+        lambda w: {"Member_Account": "b", "Limit": 10, "Offset": 0, "GroupType": "Public",
+                   "WithHugeGroups": 1, "WithNoActiveGroups": 1, "ResponseFilter": {
+                       "GroupBaseInfoFilter": ["Name"], "SelfInfoFilter": ["Role"]}}],
+    ("group_open_http_svc", "modify_group_attr"): [
+        lambda w: {"GroupId": w.av, "GroupAttr": [{"key": "k", "value": "v"}]}],
+    ("group_open_http_svc", "set_group_attr"): [
+        lambda w: {"GroupId": w.public, "GroupAttr": [{"key": "k", "value": "v"}]}],
+    ("group_open_http_svc", "delete_group_attr"): [
+        lambda w: {"GroupId": w.public, "GroupAttr": [{"key": "k"}]}],
+    ("group_open_http_svc", "clear_group_attr"): [lambda w: {"GroupId": w.av}],
+    ("group_open_attr_http_svc", "get_group_attr"): [lambda w: {"GroupId": w.av}],
+    ("im_open_login_svc", "kick"): [lambda w: {"UserID": "c"}],
+    ("openim", "query_online_status"): [
+        lambda w: {"To_Account": ["a", "ghost"], "IsNeedDetail": 1}],
+    ("openim", "querystate"): [lambda w: {"To_Account": ["a"], "IsNeedDetail": 0}],
+    ("openim", "sendmsg"): [lambda w: {
+        "SyncOtherMachine": 1, "From_Account": "a", "To_Account": "b", "MsgSeq": 1,
+        "MsgRandom": 1, "MsgLifeTime": 60, "MsgTimeStamp": w.now,
+        "ForbidCallbackControl": ["ForbidBeforeSendMsgCallback"],
+        "SendMsgControl": ["NoUnread"], "MsgBody": _MSG_BODY, "CloudCustomData": "c",
+        "SupportMessageExtension": 0, "IsNeedReadReceipt": 0,
+        "OfflinePushInfo": {"PushFlag": 0, "Desc": "d"}}],
+    ("openim", "batchsendmsg"): [lambda w: {
+        "SyncOtherMachine": 2, "From_Account": "a", "To_Account": ["b", "c"], "MsgSeq": 1,
+        "MsgRandom": 1, "MsgLifeTime": 60, "SendMsgControl": ["NoUnread"],
+        "MsgBody": _MSG_BODY, "CloudCustomData": "c", "OfflinePushInfo": {"PushFlag": 0}}],
+    ("openim", "importmsg"): [lambda w: {
+        "SyncFromOldSystem": 2, "From_Account": "a", "To_Account": "b", "MsgSeq": 1,
+        "MsgRandom": 1, "MsgTimeStamp": w.now - 100, "MsgBody": _MSG_BODY,
+        "CloudCustomData": "c"}],
+    ("openim", "admin_getroammsg"): [lambda w: {
+        "Operator_Account": "a", "Peer_Account": "b", "MaxCnt": 10, "MinTime": 0,
+        "MaxTime": w.now, "LastMsgKey": "1_1_1"}],
+    ("openim", "admin_msgwithdraw"): [
+        lambda w: {"From_Account": "a", "To_Account": "b", "MsgKey": "1_1_1"}],
+    ("openim", "admin_set_msg_read"): [
+        lambda w: {"Report_Account": "b", "Peer_Account": "a", "MsgReadTime": w.now}],
+    ("openim", "get_c2c_unread_msg_num"): [
+        lambda w: {"To_Account": "b", "Peer_Account": ["a"]}],
     ("profile", "portrait_get"): [
         lambda w: {"To_Account": ["a", "ghost"], "TagList": ["Tag_Profile_IM_Nick"]}],
 }

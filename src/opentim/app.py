@@ -11,17 +11,21 @@ from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from opentim.gateway.audience import GroupMembers
 from opentim.gateway.endpoint import CLOSE_LEASE_LOST, gateway_endpoint, gateway_http
 from opentim.gateway.limits import ConnectionLimits
 from opentim.gateway.relay import RedisRoomRelay, RoomRelay
-from opentim.gateway.audience import GroupMembers
 from opentim.gateway.rooms import LocalRooms
 from opentim.http_guard import HttpGuard
+from opentim.ops.health import Readiness, healthz
+from opentim.ops.metrics import online_members
 from opentim.protocol.dispatch import load_services
 from opentim.protocol.rest import RestEndpoint, UnknownPath
 from opentim.runtime import Runtime
+from opentim.sdkbridge import frames as sdk_frames
+from opentim.sdkbridge.endpoint import sdk_endpoint, sdk_http
 from opentim.serving import metrics_listener
 from opentim.settings import Settings
 
@@ -67,7 +71,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     settings = runtime.settings
     relay = RoomRelay(runtime.events, rooms) if not settings.redis else RedisRoomRelay(
         runtime.events, rooms, redis_url=settings.redis, prefix=runtime.redis_prefix,
-        node_id=runtime.node_id, on_remote_destroyed=runtime.group_types.forget)
+        node_id=runtime.node_id, on_remote_destroyed=runtime.group_types.forget,
+        on_remote_removed=runtime.online.bans.forget)
 
     async def drop_connections() -> None:
         await rooms.close_all(CLOSE_LEASE_LOST, "presence lease lost: reconnect")
@@ -90,22 +95,41 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             await runtime.close()
             await relay.close()
             await rooms.close()
+            await readiness.close()
 
     rest = RestEndpoint(runtime)
+    readiness = Readiness(runtime)  # GET /readyz (docs/running.md#health-checks)
     app = Starlette(
         routes=[
             Route("/v4/{service}/{command}", rest),
             Route("/v4/{rest:path}", UnknownPath()),
             WebSocketRoute("/gateway", gateway_endpoint),
             Route("/gateway", gateway_http, methods=["GET", "HEAD"]),
+            # Tencent's web SDK with proxyServer ws://HOST:PORT/sdk (docs/tencent-sdk.md)
+            WebSocketRoute(sdk_frames.PATH, sdk_endpoint),
+            Route(sdk_frames.PATH, sdk_http, methods=["GET", "HEAD"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readiness.endpoint, methods=["GET"]),
+            *_console(runtime, rooms),
         ],
         lifespan=lifespan,
     )
     app.state.runtime = runtime
     app.state.rooms = rooms
     app.state.relay = relay
+    app.state.rest_metrics = rest.metrics
+    app.state.readiness = readiness
     app.state.metrics_url = None
     return OpenTim(rest, app)
+
+
+def _console(runtime: Runtime, rooms: LocalRooms) -> list[BaseRoute]:
+    """The web console's routes at /console (docs/console.md), unless switched off."""
+    if not runtime.settings.console:
+        return []
+    from opentim.console import console_routes
+
+    return console_routes(runtime, rooms)
 
 
 def metrics_app(state: State) -> Starlette:
@@ -123,8 +147,10 @@ def metrics_app(state: State) -> Starlette:
 
 def metrics_text(state: State) -> str:
     """Prometheus text: webhook deliveries by outcome, queued callbacks, the gateway's
-    connections, slow clients closed and room events not relayed, and the HTTP
-    connections the API listener closed for a limit (http_guard)."""
+    connections, online members, messages delivered, shed and late, slow clients closed
+    and room events not relayed, the HTTP connections the API listener closed for a limit
+    (http_guard), and the REST calls by command and ErrorCode with their latency and the
+    database and Redis failures among them (ops/metrics.py)."""
     runtime: Runtime = state.runtime
     rooms: LocalRooms = state.rooms
     relay: RoomRelay = state.relay
@@ -137,6 +163,16 @@ def metrics_text(state: State) -> str:
         f"opentim_gateway_slow_clients_closed_total {rooms.slow_clients_closed}\n"
         "# TYPE opentim_room_events_unrelayed_total counter\n"
         f"opentim_room_events_unrelayed_total {relay.dropped}\n"
+        "# TYPE opentim_online_members gauge\n"
+        f"opentim_online_members {online_members(rooms.connections())}\n"
+        "# TYPE opentim_messages_delivered_total counter\n"
+        f"opentim_messages_delivered_total {rooms.messages_delivered}\n"
+        "# TYPE opentim_messages_shed_total counter\n"
+        f"opentim_messages_shed_total {rooms.messages_shed}\n"
+        "# TYPE opentim_messages_late_total counter\n"
+        f"opentim_messages_late_total {rooms.messages_late}\n"
     )
     guard: HttpGuard | None = getattr(state, "http_guard", None)
-    return runtime.webhooks.prometheus() + gateway + (guard.prometheus() if guard else "")
+    rest = state.rest_metrics.prometheus() if hasattr(state, "rest_metrics") else ""
+    return (runtime.webhooks.prometheus() + gateway + (guard.prometheus() if guard else "")
+            + rest)

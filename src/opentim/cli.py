@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import shlex
 import time
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ from typing import Annotated, NoReturn, TypeVar
 
 import typer
 
+from opentim import __version__
 from opentim.domain.apps import DEFAULT_ADMIN, DEFAULT_RATE_LIMIT, App, Edition, new_secret_key
 from opentim.domain.messages import GROUP_MSG_RATE
 from opentim.domain.profiles import CUSTOM_PREFIX, custom_keyword
@@ -99,6 +101,7 @@ def _print_app(app: App, *, show_key: bool = True) -> None:
 
 @cli.command()
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(envvar="OPENTIM_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="OPENTIM_PORT", min=0, max=65535)] = 8080,
     db: DbOption = DEFAULT_DB_URL,
@@ -110,7 +113,18 @@ def serve(
     heartbeat_timeout: Annotated[float, typer.Option(
         envvar="OPENTIM_HEARTBEAT_TIMEOUT", help="seconds of silence before a client is "
         "dropped")] = 30.0,
-    log_level: Annotated[str, typer.Option(envvar="OPENTIM_LOG_LEVEL")] = "info",
+    log_level: Annotated[list[str] | None, typer.Option(
+        envvar="OPENTIM_LOG_LEVEL", help="LEVEL, or LOGGER=LEVEL for one component, e.g. "
+        "opentim.webhooks=debug (repeatable; default info)")] = None,
+    log_format: Annotated[str, typer.Option(
+        envvar="OPENTIM_LOG_FORMAT", help="text, or json: one JSON object per line")] = "text",
+    access_log: Annotated[bool, typer.Option(
+        "--access-log/--no-access-log", envvar="OPENTIM_ACCESS_LOG",
+        help="log each REST call (method, path without the query, command, ErrorCode, "
+        "latency)")] = False,
+    config: Annotated[str | None, typer.Option(
+        "--config", envvar="OPENTIM_CONFIG", help="a TOML file of settings (flags and "
+        "environment variables win over it)")] = None,
     metrics_port: Annotated[int | None, typer.Option(
         envvar="OPENTIM_METRICS_PORT", min=0, max=65535,
         help="serve GET /metrics on this port (off when not given)")] = None,
@@ -132,24 +146,27 @@ def serve(
         envvar="OPENTIM_MESSAGE_RETENTION_DAYS", min=0,
         help="days stored messages are kept (default: Tencent's 7 standard / 30 premium; "
         "0 keeps everything)")] = None,
+    console: Annotated[bool, typer.Option(
+        "--console/--no-console", envvar="OPENTIM_CONSOLE",
+        help="serve the web console at /console")] = True,
 ) -> None:
     """Run the server (REST under /v4, client gateway on the same port)."""
-    from uvicorn.config import LOG_LEVELS
-
     from opentim.app import create_app
+    from opentim.ops.config import ConfigError, resolve
+    from opentim.ops.logs import parse_levels
     from opentim.serving import Server, log_limits, raise_fd_limit, uvicorn_config
 
-    if log_level.lower() not in LOG_LEVELS:
-        raise typer.BadParameter(f"one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
-    if not redis_prefix or any(c.isspace() or c in "{}*?[]" for c in redis_prefix):
-        raise typer.BadParameter("letters, digits and punctuation other than {}*?[] only, "
-                                 "no spaces", param_hint="--redis-prefix")
-    settings = Settings(db=db, redis=redis, redis_prefix=redis_prefix, host=host, port=port,
-                        heartbeat_timeout=heartbeat_timeout, metrics_host=metrics_host,
-                        metrics_port=metrics_port, max_connections=max_connections,
-                        header_timeout=header_timeout, body_timeout=body_timeout,
-                        keep_alive_timeout=keep_alive_timeout,
-                        message_retention_days=message_retention_days)
+    # Each setting from its flag, else its environment variable, else --config's file,
+    # else its default; every value checked here (ops/config.py), before anything starts.
+    try:
+        resolved = resolve(_given_flags(ctx), config, os.environ)
+    except ConfigError as exc:
+        typer.echo(f"opentim: {exc}", err=True)
+        raise typer.Exit(2) from None
+    settings = resolved.settings
+    default_level, component_levels = parse_levels(resolved.log_levels)
+    host, port = settings.host, settings.port
+    metrics_host, metrics_port = settings.metrics_host, settings.metrics_port
     fds = raise_fd_limit()  # before the sockets and pools that use descriptors
     try:
         # What can fail is checked first (the addresses, the database, Redis); only then
@@ -163,10 +180,28 @@ def serve(
         asyncio.run(_prepare(settings))
     except StartupError as exc:
         _fail(exc)
-    config = uvicorn_config(create_app(settings, metrics_socket=metrics_sock), settings,
-                            log_level=log_level, own_root_logger=True)
+    uvicorn = uvicorn_config(create_app(settings, metrics_socket=metrics_sock), settings,
+                             log_level=default_level, own_root_logger=True,
+                             log_format=resolved.log_format, log_levels=component_levels)
     log_limits(fds, settings)
-    Server(config).run(sockets=[sock])
+    Server(uvicorn).run(sockets=[sock])
+
+
+def _given_flags(ctx: typer.Context) -> dict[str, tuple[object, str]]:
+    """The serve options set on the command line or by their environment variable (not
+    left at their default), by name, each with the flag or variable that set it."""
+    given: dict[str, tuple[object, str]] = {}
+    for param in ctx.command.params:
+        name = param.name
+        if name is None or name == "config":
+            continue
+        source = getattr(ctx.get_parameter_source(name), "name", None)
+        if source == "COMMANDLINE":
+            given[name] = (ctx.params[name], param.opts[0])
+        elif source == "ENVIRONMENT":
+            envvar = param.envvar if isinstance(param.envvar, str) else name
+            given[name] = (ctx.params[name], envvar)
+    return given
 
 
 async def _prepare(settings: Settings) -> None:
@@ -174,13 +209,14 @@ async def _prepare(settings: Settings) -> None:
     try:
         if settings.redis:
             await check_redis(settings.redis)
-        await _bootstrap(store, settings.host, settings.port)
+        await _bootstrap(store, settings.host, settings.port, console=settings.console)
     finally:
         await store.db.close()
 
 
-async def _bootstrap(store: SqlStore, host: str, port: int) -> None:
-    """On an empty database, create a development app and show how to call it."""
+async def _bootstrap(store: SqlStore, host: str, port: int, *, console: bool = False) -> None:
+    """On an empty database, create a development app and show how to call it (and, with
+    the console on, a link that logs its admin in to the console once)."""
     if await store.apps.list_all():
         return
     app = App(sdkappid=DEV_SDKAPPID, secret_key=new_secret_key())
@@ -193,6 +229,13 @@ async def _bootstrap(store: SqlStore, host: str, port: int) -> None:
     typer.echo(f"admin UserSig: {sig}")
     typer.echo("Try it:")
     typer.echo(f"  curl -s -X POST {shlex.quote(url)} -d '{{\"UserID\":\"alice\"}}'")
+    if console:
+        from opentim.console.auth import LOGIN_CODE_TTL, LOGIN_CODES
+
+        code = LOGIN_CODES.issue(app.sdkappid, DEFAULT_ADMIN)
+        typer.echo(f"Web console (this link logs {DEFAULT_ADMIN} in once, within "
+                   f"{int(LOGIN_CODE_TTL // 60)} minutes):")
+        typer.echo(f"  http://{host}:{port}/console/#login={code}")
 
 
 CallbackCommandOption = Annotated[list[str] | None, typer.Option(
@@ -377,6 +420,64 @@ def make_usersig(
 ) -> None:
     """Print a UserSig, as Tencent's tls-sig-api-v2 libraries make them."""
     typer.echo(usersig.generate(sdkappid, key, identifier, expire))
+
+
+@cli.command("crowd")
+def crowd_command(
+    sdkappid: Annotated[int, typer.Option(min=1)],
+    group: Annotated[str, typer.Option(help="the AVChatRoom's GroupId (created when missing)")],
+    users: Annotated[int, typer.Option(min=1, help="simulated viewers")],
+    join_rate: Annotated[float | None, typer.Option(
+        min=0.01, help="joins per second (default: as fast as the server takes)")] = None,
+    churn: Annotated[bool, typer.Option(
+        help="viewers keep leaving and coming back (2% of them a second)")] = False,
+    chatter: Annotated[float, typer.Option(
+        min=0, metavar="M", help="group messages per second from the crowd, in total")] = 0.0,
+    server: Annotated[str, typer.Option(envvar="OPENTIM_SERVER")] = "http://127.0.0.1:8080",
+    key: Annotated[str | None, typer.Option(
+        help="the app's secret key (default: read from --db)")] = None,
+    admin: Annotated[str | None, typer.Option(
+        help="App admin for the REST calls (default: the app's first admin)")] = None,
+    prefix: Annotated[str, typer.Option(help="viewers are PREFIX1 … PREFIXN")] = "viewer-",
+    platform: Annotated[str, typer.Option(
+        help="Android, iOS, Web, Windows, Mac, iPad, Linux or Unknown")] = "Web",
+    create: Annotated[bool, typer.Option(
+        "--create/--no-create", help="create a missing group as an AVChatRoom")] = True,
+    db: DbOption = DEFAULT_DB_URL,
+) -> None:
+    """Bring N simulated viewers into a live room through the gateway, until Ctrl-C."""
+    from opentim import crowd
+    from opentim.gateway.endpoint import PLATFORMS
+
+    if platform not in PLATFORMS:
+        raise typer.BadParameter(f"one of {', '.join(PLATFORMS)}", param_hint="--platform")
+    if key is None:
+        app = asyncio.run(_with_store(db, lambda store: store.apps.get(sdkappid)))
+        if app is None:
+            typer.echo(f"opentim crowd: app {sdkappid} is not in {safe_db_url(db)}: give the "
+                       "server's --db, or --key", err=True)
+            raise typer.Exit(1)
+        key = app.secret_key
+        if admin is None:
+            admin = DEFAULT_ADMIN if DEFAULT_ADMIN in app.admins else min(app.admins)
+    options = crowd.CrowdOptions(
+        server=server.rstrip("/"), sdkappid=sdkappid, key=key, admin=admin or DEFAULT_ADMIN,
+        group=group, users=users, join_rate=join_rate, churn=churn, chatter=chatter,
+        prefix=prefix, platform=platform, create=create)
+    raise typer.Exit(crowd.main(options))
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"opentim {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="print the version and exit")] = False) -> None:
+    """OpenTIM: a self-hosted Tencent Cloud Chat REST server."""
 
 
 def main() -> None:

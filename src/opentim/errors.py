@@ -287,6 +287,59 @@ class GroupIdInUseByOwner(TimError):
         super().__init__(info)
 
 
+# group attributes (group_open_http_svc modify/set/delete_group_attr)
+
+
+class AttrKeyTooLong(TimError):
+    code = 10045
+    default_info = "a group attribute key exceeds 32 bytes"
+
+
+class AttrValueTooLong(TimError):
+    code = 10046
+    default_info = "a group attribute value exceeds 4000 bytes"
+
+
+class TooManyAttrs(TimError):
+    code = 10047
+    default_info = "a group has at most 16 attributes"
+
+
+class AttrsTooLarge(TimError):
+    code = 10048
+    default_info = "a group's attributes take at most 16000 bytes together"
+
+
+class AttrWriteRateLimit(TimError):
+    code = 10049
+    default_info = "a group's attributes are written at most 5 times a second"
+
+
+class AttrNotFound(TimError):
+    code = 10050
+    default_info = "the group attribute to delete is not set"
+
+
+class GroupCallbackError(TimError):
+    """A refusal whose code (10100-10200) the app's Group.CallbackBeforeCreateGroup chose;
+    one subclass per code, made by ``group_callback_error``."""
+
+    code = 10100
+    default_info = "refused by the app's Group.CallbackBeforeCreateGroup"
+
+
+_GROUP_CALLBACK_ERRORS: dict[int, type[GroupCallbackError]] = {}
+
+
+def group_callback_error(code: int) -> type[GroupCallbackError]:
+    """The error class for a code the app's group before-callback returned (10100-10200)."""
+    found = _GROUP_CALLBACK_ERRORS.get(code)
+    if found is None:
+        found = _GROUP_CALLBACK_ERRORS[code] = type(
+            f"GroupCallbackError{code}", (GroupCallbackError,), {"code": code})
+    return found
+
+
 class MsgBodyTooLong(TimError):
     code = 80002
     default_info = "message body is too long"

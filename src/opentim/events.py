@@ -59,6 +59,11 @@ class GroupDestroyed:
     operator: str
     event_time_ms: int
     origin: Origin = REST
+    # For Group.CallbackAfterGroupDestroyed: the owner, the name, the members at the end
+    # (None: not listed, as for a Community).
+    owner: str = ""
+    name: str = ""
+    members: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,9 +241,97 @@ class C2CMessageWithdrawn:
     origin: Origin = REST
 
 
+# --- group administration (Group.CallbackAfter* of services/group_open_http_svc/admin.py,
+# attrs.py and groups.py) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GroupCreated:
+    """create_group made a group (Group.CallbackAfterCreateGroup; import_group is silent)."""
+
+    sdkappid: int
+    group_id: str
+    group_type: str
+    operator: str
+    owner: str
+    name: str
+    members: tuple[str, ...]  # the initial members but the owner
+    app_defined_data: tuple[tuple[str, str], ...]
+    event_time_ms: int
+    origin: Origin = REST
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfoChanged:
+    """modify_group_base_info changed the name, introduction, notification or face URL
+    (``changes``: Tencent field name and new value; other fields call no callback)."""
+
+    sdkappid: int
+    group_id: str
+    group_type: str
+    operator: str
+    changes: tuple[tuple[str, str], ...]
+    event_time_ms: int
+    origin: Origin = REST
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOwnerChanged:
+    sdkappid: int
+    group_id: str
+    group_type: str
+    operator: str
+    old_owner: str
+    new_owner: str
+    event_time_ms: int
+    origin: Origin = REST
+
+
+@dataclass(frozen=True, slots=True)
+class MemberFieldChanged:
+    """modify_group_member_info changed a member's Role or NameCard (None: unchanged)."""
+
+    sdkappid: int
+    group_id: str
+    group_type: str
+    operator: str
+    account: str
+    role: str | None
+    name_card: str | None
+    event_time_ms: int
+    origin: Origin = REST
+
+
+@dataclass(frozen=True, slots=True)
+class GroupAttrChanged:
+    """A group attribute command changed attributes; ``option_type``: set, modify, clear,
+    delete; ``attrs``: the pairs the request set (delete: the keys, value "")."""
+
+    sdkappid: int
+    group_id: str
+    group_type: str
+    operator: str
+    option_type: str
+    attrs: tuple[tuple[str, str], ...]
+    event_time_ms: int
+    origin: Origin = REST
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFilled:
+    """add_group_member filled the group, or found it full (Group.CallbackAfterGroupFull)."""
+
+    sdkappid: int
+    group_id: str
+    event_time_ms: int
+    origin: Origin = REST
+
+
 Event = (MembersJoined | MembersExited | GroupDestroyed | MemberStateChanged | MarksChanged
          | ConnectionStateChanged | AccountsDeleted | AccountKicked | GroupPush | UserPush
-         | GroupMessageSent | GroupMessagesRecalled | C2CMessageSent | C2CMessageWithdrawn)
+         | GroupMessageSent | GroupMessagesRecalled | C2CMessageSent | C2CMessageWithdrawn
+         | GroupCreated | GroupInfoChanged | GroupOwnerChanged | MemberFieldChanged
+         | GroupAttrChanged | GroupFilled)
 Subscriber = Callable[[Event], Awaitable[None] | None]
 
 

@@ -124,11 +124,7 @@ class Runtime:
 
     def _expiring_stores(self) -> list[Expiring]:
         """Every store of messages that expire (group history; one-to-one history)."""
-        stores: list[Expiring] = [self.store.messages]
-        c2c = getattr(self.store, "c2c", None)
-        if c2c is not None and hasattr(c2c, "delete_sent_before"):
-            stores.append(c2c)
-        return stores
+        return [self.store.messages, self.store.c2c]
 
     # Called when this process's presence lease was lost (Redis): its connections were
     # swept by another process, so the gateway closes them and clients reconnect.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import uvicorn
 from uvicorn.config import LOG_LEVELS
 
 from opentim.http_guard import HttpGuard, HttpLimits
+from opentim.ops.logs import ACCESS_LOGGER, apply_levels, formatter_config, level_number
 from opentim.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,14 @@ METRICS_MAX_CONNECTIONS = 32
 
 def uvicorn_config(asgi: Any, settings: Settings, *, port: int | None = None,
                    log_level: str = "info", lifespan: str = "on",
-                   own_root_logger: bool = False) -> uvicorn.Config:
+                   own_root_logger: bool = False, log_format: str = "text",
+                   log_levels: Mapping[str, str] | None = None) -> uvicorn.Config:
     """The uvicorn configuration of the API listener (REST and gateway).
 
     ``own_root_logger`` (``opentim serve``): the process's root logger gets the secret-
     redacting handler too, so that every library's records go through it. The test suite
-    leaves the root logger to pytest.
+    leaves the root logger to pytest. ``log_format``: "text" or "json" (ops/logs.py);
+    ``log_levels``: logger name → level, over ``log_level`` (``--log-level NAME=LEVEL``).
     """
     if own_root_logger:
         logging.captureWarnings(True)  # warnings too pass the redacting handler
@@ -45,14 +48,17 @@ def uvicorn_config(asgi: Any, settings: Settings, *, port: int | None = None,
     state = getattr(asgi, "state", None)
     if state is not None:
         state.http_guard = guard  # its counters are part of /metrics
-    return uvicorn.Config(
+    config = uvicorn.Config(
         asgi,
         host=settings.host,
         port=settings.port if port is None else port,
         lifespan=lifespan,  # type: ignore[arg-type]
         log_level=log_level,
-        log_config=log_config(log_level, own_root_logger=own_root_logger),
-        # No access log: request URLs carry UserSigs, which must not end up in log files.
+        log_config=log_config(log_level, own_root_logger=own_root_logger,
+                              log_format=log_format, log_levels=log_levels,
+                              access_log=settings.access_log),
+        # No uvicorn access log: request URLs carry UserSigs, which must not end up in log
+        # files (settings.access_log is OpenTIM's own, without the query).
         access_log=False,
         http=guard.protocol_class(),
         timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
@@ -64,6 +70,11 @@ def uvicorn_config(asgi: Any, settings: Settings, *, port: int | None = None,
         ws_per_message_deflate=settings.ws_compression,
         timeout_graceful_shutdown=30,
     )
+    # (uvicorn set its loggers to log_level while loading the config: a level given for
+    # one of them by name wins)
+    apply_levels({name: level for name, level in (log_levels or {}).items()
+                  if name == "uvicorn" or name.startswith("uvicorn.")})
+    return config
 
 
 def http_limits(settings: Settings, max_connections: int) -> HttpLimits:
@@ -72,15 +83,16 @@ def http_limits(settings: Settings, max_connections: int) -> HttpLimits:
                       max_header_bytes=settings.max_header_bytes)
 
 
-def log_config(log_level: str, *, own_root_logger: bool) -> dict[str, Any]:
+def log_config(log_level: str, *, own_root_logger: bool, log_format: str = "text",
+               log_levels: Mapping[str, str] | None = None,
+               access_log: bool = False) -> dict[str, Any]:
     """uvicorn's logging setup with every handler behind ``redact.RedactSecrets``."""
     level = LOG_LEVELS[log_level.lower()]
     config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,  # OpenTIM's module loggers exist already
         "filters": {"secrets": {"()": "opentim.redact.RedactSecrets"}},
-        "formatters": {"default": {"()": "uvicorn.logging.DefaultFormatter",
-                                   "fmt": "%(levelprefix)s %(message)s", "use_colors": None}},
+        "formatters": {"default": formatter_config(log_format)},
         "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default",
                                  "stream": "ext://sys.stderr", "filters": ["secrets"]}},
         "loggers": {
@@ -95,6 +107,10 @@ def log_config(log_level: str, *, own_root_logger: bool) -> dict[str, Any]:
         # own loggers follow --log-level. Both reach the one redacting handler.
         config["root"] = {"handlers": ["default"], "level": "WARNING"}
         config["loggers"]["opentim"] = {"level": level}
+        if access_log:  # its lines are INFO, whatever the default level
+            config["loggers"][ACCESS_LOGGER] = {"level": "INFO"}
+        for name, named_level in (log_levels or {}).items():
+            config["loggers"].setdefault(name, {})["level"] = level_number(named_level)
     return config
 
 

@@ -65,3 +65,8 @@ class Settings:
     webhook_timeout: float = 2.0
     webhook_retries: int = 3
     webhook_queue_size: int = 10_000
+    # One log line per REST call (method, path without the query, command, ErrorCode,
+    # latency) on the logger opentim.access.
+    access_log: bool = False
+    # The web console at /console (docs/console.md); `opentim serve --no-console` turns it off.
+    console: bool = True

@@ -13,8 +13,12 @@ from typing import Any
 
 import pytest
 
+# A database of this test run's own (dropped when the run ends, see conftest.py), so a run
+# always migrates from nothing: a database left by an older checkout cannot hide a
+# migration that differs from schema.py. OPENTIM_TEST_POSTGRES_URL names one to use as is.
+PG_URL_GIVEN = "OPENTIM_TEST_POSTGRES_URL" in os.environ
 PG_URL = os.environ.get("OPENTIM_TEST_POSTGRES_URL",
-                        "postgresql://postgres@127.0.0.1:5432/opentim_test")
+                        f"postgresql://postgres@127.0.0.1:5432/opentim_test_{os.getpid()}")
 REDIS_URL = os.environ.get("OPENTIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_SERVICES = os.environ.get("OPENTIM_REQUIRE_SERVICES") == "1"
 
@@ -30,6 +34,24 @@ def unavailable(service: str, reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(message + " (OPENTIM_REQUIRE_SERVICES=1)")
     pytest.skip(message)
+
+
+async def drop_pg_database(url: str) -> None:
+    """Drop a test run's own database (connections to it are ended)."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    try:
+        conn = await asyncpg.connect(user=parsed.username, password=parsed.password,
+                                     host=parsed.host, port=parsed.port,
+                                     database="postgres", timeout=5)
+    except (TimeoutError, OSError, asyncpg.PostgresError):
+        return
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 async def ensure_pg_database(url: str) -> str | None:

@@ -231,8 +231,9 @@ def before_send_verdict(reply: dict[str, Any] | None) -> BeforeSendVerdict:
         except (msgspec.ValidationError, errors.TimError):
             replaced = None  # a malformed replacement is ignored, the original goes out
     data = reply.get("CloudCustomData")
-    return BeforeSendVerdict(msg_body=replaced,
-                             cloud_custom_data=data if isinstance(data, str) else None)
+    if not isinstance(data, str) or len(data.encode()) > CLOUD_CUSTOM_DATA_MAX_BYTES:
+        data = None  # not a usable replacement: the message keeps its own
+    return BeforeSendVerdict(msg_body=replaced, cloud_custom_data=data)
 
 
 class _Elem(msgspec.Struct):

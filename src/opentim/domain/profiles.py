@@ -11,9 +11,10 @@ stored by its name with its value (``storage/accounts.py``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 from opentim import errors
 from opentim.domain.apps import App
@@ -32,6 +33,7 @@ CUSTOM_KEYWORD_MAX_BYTES = 8
 GET_ACCOUNTS_MAX = 100
 
 Value = str | int
+ItemT = TypeVar("ItemT")
 
 
 class Kind(Enum):
@@ -189,9 +191,9 @@ def check_get(accounts: Sequence[str], tags: Sequence[str],
 
 
 def profile_items(tags: Iterable[Tag], nick: str, face_url: str,
-                  others: Mapping[str, Value]) -> list[dict[str, Value]]:
-    """An account's ``ProfileItem``: each requested tag with its value, or the tag's
-    default when it was never set."""
-    return [{"Tag": tag.name,
-             "Value": nick if tag.name == NICK else face_url if tag.name == IMAGE
-             else others.get(tag.name, tag.default)} for tag in tags]
+                  others: Mapping[str, Value], item: Callable[[str, Value], ItemT],
+                  ) -> list[ItemT]:
+    """An account's ``ProfileItem``: ``item(tag, value)`` for each requested tag, with its
+    value, or the tag's default when it was never set."""
+    return [item(tag.name, nick if tag.name == NICK else face_url if tag.name == IMAGE
+                 else others.get(tag.name, tag.default)) for tag in tags]

@@ -31,7 +31,7 @@ from opentim.events import ConnectionStateChanged, Origin
 from opentim.gateway import commands, frames, transport
 from opentim.gateway.rooms import LocalRooms
 from opentim.online import Presence
-from opentim.protocol.auth import authenticate
+from opentim.protocol.auth import authenticate_user
 from opentim.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -365,7 +365,7 @@ async def gateway_endpoint(websocket: WebSocket) -> None:
     identifier = query.get("identifier", "")
     await websocket.accept()
     try:
-        app = await authenticate(
+        app = await authenticate_user(
             runtime, sdkappid=query.get("sdkappid", ""), identifier=identifier,
             usersig=query.get("usersig", ""), now=runtime.clock(),
         )

@@ -33,8 +33,8 @@ from opentim.events import (
     GroupDestroyed,
     GroupPush,
     MarksChanged,
-    MembersJoined,
     MembersExited,
+    MembersJoined,
     MemberStateChanged,
     UserPush,
 )
@@ -123,12 +123,15 @@ class RedisRoomRelay(RoomRelay):
     """Several processes: room events also travel over the Redis channel ``<prefix>:rooms``.
 
     ``on_remote_destroyed`` hears of groups dismissed through another process (to drop
-    caches of them at once).
+    caches of them at once); ``on_remote_removed`` of members removed (or banned) through
+    another process (the join-ban copy of that group is dropped, so a re-join is refused
+    here at once).
     """
 
     def __init__(self, events: EventBus, rooms: LocalRooms, *, redis_url: str, prefix: str,
                  node_id: str,
-                 on_remote_destroyed: Callable[[int, str], None] | None = None) -> None:
+                 on_remote_destroyed: Callable[[int, str], None] | None = None,
+                 on_remote_removed: Callable[[int, str], None] | None = None) -> None:
         import redis.asyncio as aioredis
 
         super().__init__(events, rooms)
@@ -137,6 +140,7 @@ class RedisRoomRelay(RoomRelay):
         self._channel = f"{prefix}:rooms"
         self._node = node_id
         self._on_remote_destroyed = on_remote_destroyed
+        self._on_remote_removed = on_remote_removed
         self._queue: asyncio.Queue[RoomEvent] = asyncio.Queue(QUEUE_SIZE)
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -217,9 +221,11 @@ class RedisRoomRelay(RoomRelay):
                 await self._apply_remote(event)
 
     async def _apply_remote(self, event: RoomEvent) -> None:
-        if isinstance(event, Removed) and event.accounts is None \
-                and self._on_remote_destroyed is not None:
-            self._on_remote_destroyed(event.sdkappid, event.group_id)
+        if isinstance(event, Removed):
+            if event.accounts is None and self._on_remote_destroyed is not None:
+                self._on_remote_destroyed(event.sdkappid, event.group_id)
+            elif self._on_remote_removed is not None:
+                self._on_remote_removed(event.sdkappid, event.group_id)
         try:
             await self.rooms.deliver(event)
         except Exception:

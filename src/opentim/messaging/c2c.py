@@ -140,7 +140,7 @@ class C2CMessaging:
         await self._deliver(sdkappid, msg, [to], pushed)
         if msg.tell_after:
             unread = -1
-            if self.webhooks.before.wanted(app, C2C_AFTER_SEND_MSG):
+            if self.webhooks.wants(app, C2C_AFTER_SEND_MSG):
                 unread = await self.store.c2c.unread_total(sdkappid, to)
             await self.events.emit(C2CMessageSent(
                 sdkappid, msg.sender, to, seq, msg.msg_random, time, key, body, custom,
@@ -213,7 +213,7 @@ class C2CMessaging:
             "event": WITHDRAWN_EVENT, "From_Account": from_account, "To_Account": to_account,
             "MsgKey": key, "MsgSeq": seq, "MsgRandom": random, "MsgTime": time})
         unread = -1
-        if self.webhooks.before.wanted(app, C2C_AFTER_MSG_WITHDRAW):
+        if self.webhooks.wants(app, C2C_AFTER_MSG_WITHDRAW):
             unread = await self.store.c2c.unread_total(app.sdkappid, to_account)
         await self.events.emit(C2CMessageWithdrawn(app.sdkappid, from_account, to_account,
                                                    key, unread, int(now * 1000), origin))

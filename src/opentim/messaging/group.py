@@ -4,9 +4,9 @@ In order, each step able to refuse before anything is stored or delivered:
 1. the body and fields (``domain/messages.py``), the group, the sender (exists; a member
    when the group keeps a roster and the sender is not the App admin speaking as someone);
 2. mutes and bans (``moderation.check_sender``);
-3. the group's send rate (App.group_msg_rate a second; High may use twice the rate);
-4. duplicates: the same Random from the same sender within five minutes is answered with
+3. duplicates: the same Random from the same sender within five minutes is answered with
    the first send's MsgSeq/MsgTime and delivered no second time (``guards``);
+4. the group's send rate (App.group_msg_rate a second; High may use twice the rate);
 5. Group.CallbackBeforeSendMsg (may refuse, drop silently, or replace the body);
 6. storing (which numbers it), then delivery to the online audience, then the
    after-callback.
@@ -96,11 +96,18 @@ class GroupMessaging:
         if msg.sender and not msg.sender_must_be_member and not \
                 await self.store.accounts.existing(sdkappid, [msg.sender]):
             raise errors.AccountNotFound(accounts=[msg.sender])
+        stored = rules.takes_seq(group, online_only=msg.online_only,
+                                 targeted=targets is not None)
+        # Storing checks membership; a message that is not stored is checked here.
+        if msg.sender and msg.sender_must_be_member and not stored and \
+                not await self.store.members.roles(sdkappid, group.group_id, [msg.sender]):
+            raise errors.NoPermission(f"{msg.sender!r} is not a member of group "
+                                      f"{group.group_id!r}")
         now_s = int(now)
         await moderation.check_sender(self.store, group, msg.sender, now=now_s,
                                       is_admin=msg.exempt)
-        await self._check_rate(app, group, msg.priority)
 
+        # Duplicates first: a retry gets the first send's answer, never 10023.
         dup_key = rules.duplicate_key(sdkappid, group.group_id, msg.sender, msg.random)
         first = await self.guards.remember_first(dup_key, _PENDING, rules.DUPLICATE_WINDOW_S)
         if first is not None:
@@ -108,6 +115,7 @@ class GroupMessaging:
             return Sent(int(seq) if seq.isdigit() else 0,
                         int(time) if time.isdigit() else now_s, duplicate=True)
         try:
+            await self._check_rate(app, group, msg.priority)
             sent = await self._send(app, group, msg, targets, now)
         except BaseException:
             await self.guards.forget(dup_key)  # failed: a retry is a new send

@@ -42,6 +42,10 @@ class StoreBase(ABC):
         self._on_lease_lost = on_lease_lost
         self._tasks: list[asyncio.Task[None]] = []
 
+    # Failures that mean the backing service is unreachable: logged in one line, without
+    # a traceback, every time the job retries (a shared backend sets them).
+    _outage_errors: tuple[type[Exception], ...] = ()
+
     # --- background work -------------------------------------------------------------
 
     def _start_background(self, *jobs: tuple[float, Job]) -> None:
@@ -66,6 +70,9 @@ class StoreBase(ABC):
                 await job()
             except asyncio.CancelledError:
                 raise
+            except self._outage_errors as exc:
+                log.warning("presence background job %s failed, retried in %.0f s: %s",
+                            job.__name__, interval, exc)
             except Exception:  # keep the loop alive across hiccups (Redis restarts)
                 log.exception("presence background job %s failed", job.__name__)
 

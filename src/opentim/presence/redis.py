@@ -41,13 +41,17 @@ ordered so that a crash between them leaves, at worst, a stale entry the sweeper
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
 from opentim.domain.marks import (
@@ -84,6 +88,32 @@ _PAGE_CACHE_SECONDS = 10.0
 _PAGE_CACHE_ENTRIES = 4096
 _EMPTY = Page(b"[]", 0, 0)
 _LEAVE_NODE_BATCH = 1000
+
+# What every OpenTIM Redis client is bounded by (docs/reliability.md#redis). A call to a
+# Redis that hangs fails after SOCKET_TIMEOUT; one to a Redis that is down (refused, reset)
+# is retried once on a new connection (the pooled one may be a dead leftover of a restart)
+# and then fails: redis-py's own defaults were "wait forever" before 6.0 and ten retries
+# since. A timeout is never retried: the command may have run.
+SOCKET_TIMEOUT = 2.0
+CONNECT_TIMEOUT = 2.0
+HEALTH_CHECK_INTERVAL = 10
+# The failures that mean "Redis is unreachable or not answering" (not a bad command).
+UNREACHABLE: tuple[type[Exception], ...] = (redis_errors.ConnectionError,
+                                            redis_errors.TimeoutError)
+
+
+def client_options() -> dict[str, Any]:
+    """Keyword arguments for ``redis.asyncio.Redis`` / ``from_url`` (a fresh ``Retry`` each
+    call: redis-py mutates it)."""
+    return {
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry_on_timeout": False,
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.05), 1,
+                       supported_errors=(redis_errors.ConnectionError,)),
+    }
 
 
 def _marks(b: bytes | str) -> tuple[int, ...]:
@@ -145,10 +175,13 @@ class RedisPresenceStore(StoreBase):
         self._pages: dict[tuple[str, str, int, str], tuple[bytes, float, int, int, bool, bytes,
                                                            float]] = {}
         self._closed = False
+        # A write of this node's own connections failed with Redis unreachable: whether it
+        # was applied is unknown, so the node resyncs once Redis answers (``_resync``).
+        self._unsure = False
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisPresenceStore:
-        client = aioredis.from_url(url, decode_responses=False)
+        client = aioredis.from_url(url, decode_responses=False, **client_options())
         return cls(client, owns_client=True, **kwargs)
 
     # --- keys ------------------------------------------------------------------------
@@ -195,6 +228,9 @@ class RedisPresenceStore(StoreBase):
                 await self._r.aclose()
 
     async def _refresh(self) -> None:
+        if self._unsure:
+            await self._resync()
+            return
         if not await self._leases.refresh(self._clock()):
             log.warning("presence node %s lost its lease; re-registering", self.node_id)
             await self._node_groups.refile()
@@ -203,7 +239,49 @@ class RedisPresenceStore(StoreBase):
                 await self._on_lease_lost()
         await self._node_groups.unfile_idle()
 
+    _outage_errors = UNREACHABLE
+
+    @contextlib.contextmanager
+    def _owned_write(self) -> Iterator[None]:
+        """A write of this node's own connection state (join, leave, a gateway connection
+        opening or closing): when Redis does not answer, it may or may not have happened."""
+        try:
+            yield
+        except UNREACHABLE:
+            self._unsure = True
+            raise
+
+    async def _resync(self) -> None:
+        """Redis is back after writes of ours failed: a leave that never landed would keep
+        a member online for good, a join that landed unseen would never be left. So start
+        over as after a lost lease: remove every connection of this node (their members go
+        offline, as with a dead node) and have the gateway close them (4009); the clients
+        reconnect and rejoin, and the lists hold exactly who did."""
+        self._unsure = False
+        now = self._clock()
+        try:
+            gone = await self._cleanup_node(self.node_id, now)
+            await self._leases.register(now)
+        except BaseException:
+            self._unsure = True  # still unreachable: again at the next refresh
+            raise
+        log.warning("presence node %s: writes to Redis failed while it was unreachable; "
+                    "its connections were removed and are closed (4009) to reconnect",
+                    self.node_id)
+        await self._notify(gone)
+        if self._on_lease_lost is not None:
+            await self._on_lease_lost()
+
     # --- connections -----------------------------------------------------------------
+
+    async def add_connection(self, app: int, account: str, conn_id: str, *,
+                             platform: str) -> None:
+        with self._owned_write():
+            await super().add_connection(app, account, conn_id, platform=platform)
+
+    async def remove_connection(self, app: int, account: str, conn_id: str) -> None:
+        with self._owned_write():
+            await super().remove_connection(app, account, conn_id)
 
     async def join(
         self,
@@ -217,15 +295,16 @@ class RedisPresenceStore(StoreBase):
         now: float,
     ) -> Joined:
         ref = f"{app}:{group}"
-        if self._node_groups.joining(ref):
-            await self._node_groups.file(ref)
-        row = encode_row(account, now, nick, avatar)
-        rc = int(
-            await self._run(
-                "join", self._base(app, group), self.node_id, conn_id, account, row, num(now),
-                num(now - self._recover_window),
+        with self._owned_write():
+            if self._node_groups.joining(ref):
+                await self._node_groups.file(ref)
+            row = encode_row(account, now, nick, avatar)
+            rc = int(
+                await self._run(
+                    "join", self._base(app, group), self.node_id, conn_id, account, row,
+                    num(now), num(now - self._recover_window),
+                )
             )
-        )
         if rc < 0:
             self._node_groups.gone(ref)
         return Joined(max(rc, 0))  # join.lua's codes are Joined's values; -1 is a no-op
@@ -240,12 +319,13 @@ class RedisPresenceStore(StoreBase):
         now: float,
         interrupted: bool = False,
     ) -> bool:
-        rc = int(
-            await self._run(
-                "leave", self._base(app, group), self.node_id, conn_id, account, num(now),
-                "1" if interrupted else "0", num(now - self._recover_window),
+        with self._owned_write():
+            rc = int(
+                await self._run(
+                    "leave", self._base(app, group), self.node_id, conn_id, account, num(now),
+                    "1" if interrupted else "0", num(now - self._recover_window),
+                )
             )
-        )
         if rc >= 0:
             self._node_groups.gone(f"{app}:{group}")
         return rc == 1

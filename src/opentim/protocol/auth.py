@@ -41,3 +41,21 @@ async def authenticate(runtime: Runtime, *, sdkappid: str, identifier: str, user
     runtime.sigs.verify(usersig, sdkappid=app.sdkappid, identifier=identifier,
                         key=app.secret_key, now=now)
     return app
+
+
+async def authenticate_user(runtime: Runtime, *, sdkappid: str, identifier: str,
+                            usersig: str, now: float) -> App:
+    """``authenticate`` for a user logging in (the gateway): also refuses a UserSig issued
+    before the account was last kicked (Tencent: after a kick only a new UserSig logs in).
+    One read of the account: a login, not every call."""
+    app = await authenticate(runtime, sdkappid=sdkappid, identifier=identifier,
+                             usersig=usersig, now=now)
+    kicked = await runtime.store.accounts.kicked_at(app.sdkappid, identifier)
+    if kicked:
+        sig = runtime.sigs.verify(usersig, sdkappid=app.sdkappid, identifier=identifier,
+                                  key=app.secret_key, now=now)
+        if sig.issued_at < kicked:
+            raise errors.UserSigExpired(
+                f"this UserSig was issued before {identifier!r} was kicked "
+                f"(im_open_login_svc/kick): generate a new UserSig")
+    return app

@@ -141,6 +141,7 @@ def load_services() -> None:
     """Import every service module so their commands register (group_open_http_svc is a
     package whose ``__init__`` imports its groups, members and messages modules)."""
     from opentim.services import (  # noqa: F401
+        group_open_attr_http_svc,
         group_open_avchatroom_http_svc,
         group_open_http_svc,
         im_open_login_svc,

@@ -8,11 +8,14 @@ handler, and answer HTTP 200 with the envelope. Nothing below it sees HTTP.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qsl
 
 from opentim import errors
 from opentim.events import REST, Origin
+from opentim.ops import metrics as ops_metrics
+from opentim.ops.logs import log_request
 from opentim.protocol import body, dispatch, envelope
 from opentim.protocol.auth import authenticate
 from opentim.runtime import Context, Runtime
@@ -21,19 +24,34 @@ log = logging.getLogger(__name__)
 
 _HEADERS = [(b"content-type", b"application/json; charset=utf-8")]
 _MAX_RANDOM = 4294967295
+_now = ops_metrics.now
 
 
 class RestEndpoint:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        # /metrics: calls by command and ErrorCode, latency, database and Redis failures.
+        self.metrics = ops_metrics.RestMetrics()
+        self.access_log = runtime.settings.access_log
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = _now()
         try:
             reply = await self._respond(scope, receive)
         except _ClientGone:
             return  # nobody to answer, and a cut-off body must not run as if it were whole
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         await send({"type": "http.response.body", "body": reply})
+        # (counted once answered; the command is looked up again, which costs less than
+        # passing it and the ErrorCode out of _respond)
+        params = scope["path_params"]
+        cmd = dispatch.COMMANDS.get((params["service"], params["command"]))
+        code = ops_metrics.error_code(reply)
+        seconds = _now() - started
+        self.metrics.observe(cmd, code, seconds)
+        if self.access_log:
+            service, name = (cmd.service.name, cmd.name) if cmd else ops_metrics.UNKNOWN
+            log_request(scope, service, name, code, seconds)
 
     async def _respond(self, scope: dict[str, Any], receive: Any) -> bytes:
         cmd: dispatch.Command | None = None
@@ -63,12 +81,21 @@ class RestEndpoint:
             request = cmd.decode(doc)
             return envelope.ok(await cmd.handler(ctx, request))
         except errors.TimError as exc:
+            if exc.__cause__ is not None or exc.__context__ is not None:
+                self.metrics.failed(exc, handled=True)  # (did the database or Redis fail?)
             return envelope.fail(exc.code, exc.info)
         except _ClientGone:
             raise
-        except Exception:
-            log.exception("unhandled error in %s", scope.get("path"))
+        except Exception as exc:
+            self.metrics.failed(exc, handled=False)
             internal = cmd.service.internal_error if cmd else errors.GroupInternalError
+            down = unreachable(exc)
+            if down is not None:  # not a bug: no traceback, and the caller learns why
+                _outages.failed(down, scope.get("path"), exc)
+                return envelope.fail(internal.code,
+                                     f"internal error: {down} is unreachable or not "
+                                     f"answering, try again")
+            log.exception("unhandled error in %s", scope.get("path"))
             return envelope.fail(internal.code, "internal server error, try again")
 
     async def _read_body(self, receive: Any) -> bytes | None:
@@ -116,6 +143,75 @@ class RestEndpoint:
 
 class _ClientGone(Exception):
     """The request's body never arrived in full."""
+
+
+_DB_MODULES = ("asyncpg", "sqlalchemy", "aiosqlite", "sqlite3")
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """``"Redis"`` or ``"the database"`` when ``exc`` (or what caused it) says that service
+    is down, refusing connections, not answering in time or cut our connection (a restart,
+    a network fault, ``pg_terminate_backend``); None for anything else, which is a bug.
+
+    Used by the REST edge to answer such failures with the service's internal-error code
+    and a text that names the dependency (docs/reliability.md), without a traceback.
+    """
+    import asyncpg
+    import redis.exceptions as redis_errors
+    from sqlalchemy import exc as sa
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain of causes, bounded
+        if seen is None:
+            return None
+        if isinstance(seen, (redis_errors.ConnectionError, redis_errors.TimeoutError)):
+            return "Redis"
+        if isinstance(seen, sa.DBAPIError) and (
+                seen.connection_invalidated or isinstance(seen, (sa.OperationalError,
+                                                                 sa.InterfaceError))):
+            return "the database"
+        if isinstance(seen, (sa.TimeoutError, sa.DisconnectionError,
+                             asyncpg.PostgresConnectionError,  # 08xxx
+                             asyncpg.exceptions.OperatorInterventionError)):  # 57xxx
+            return "the database"
+        if isinstance(seen, asyncpg.InterfaceError) and "closed" in str(seen):
+            return "the database"
+        if isinstance(seen, OSError) and _raised_in(seen, _DB_MODULES):
+            return "the database"  # refused, reset, timed out (TimeoutError is an OSError)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _raised_in(exc: BaseException, modules: tuple[str, ...]) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_globals.get("__name__", "")
+        if name.split(".", 1)[0] in modules:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+class _OutageLog:
+    """One warning per dependency every ``every`` seconds, with how many calls failed."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._failed: dict[str, int] = {}
+
+    def failed(self, what: str, path: object, exc: BaseException) -> None:
+        self._failed[what] = self._failed.get(what, 0) + 1
+        now = time.monotonic()
+        if now - self._last.get(what, -self.every) >= self.every:
+            self._last[what] = now
+            count = self._failed.pop(what)
+            log.warning("%s unreachable: %d REST call(s) failed since the last report, the "
+                        "latest %s with %s: %s", what, count, path, type(exc).__name__,
+                        str(exc).split("\n", 1)[0][:200])
+
+
+_outages = _OutageLog()
 
 
 def _is_random(value: str) -> bool:

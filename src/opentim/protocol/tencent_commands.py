@@ -107,7 +107,7 @@ _SERVICES: dict[str, dict[str, str]] = {
         "modify_group_attr": _DOC + "67010",
         "clear_group_attr": _DOC + "67009",
         "set_group_attr": _DOC + "67011",
-        "delete_group_attr": REST_API_LIST,
+        "delete_group_attr": _DOC + "104440",
         "send_broadcast_msg": REST_API_LIST,
         "get_group_counter": REST_API_LIST,
         "update_group_counter": REST_API_LIST,

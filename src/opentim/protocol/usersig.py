@@ -45,6 +45,7 @@ class VerifiedSig:
     sdkappid: int
     identifier: str
     expires_at: int
+    issued_at: int = 0  # TLS.time
 
 
 def _content(identifier: str, sdkappid: int, issued: int, expire: int,
@@ -127,7 +128,7 @@ def verify(usersig: str, *, sdkappid: int, identifier: str, key: str, now: float
     expected = _hmac(key, _content(doc.identifier, doc.sdkappid, doc.time, doc.expire, None))
     if not hmac.compare_digest(expected, doc.sig.encode()):
         raise errors.UserSigVerifyFailed()
-    return VerifiedSig(doc.sdkappid, doc.identifier, expires_at)
+    return VerifiedSig(doc.sdkappid, doc.identifier, expires_at, doc.time)
 
 
 def generate(sdkappid: int, key: str, identifier: str, expire: int = 180 * 86400,

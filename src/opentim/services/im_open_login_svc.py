@@ -139,11 +139,12 @@ async def kick(ctx: Context, req: Kick) -> None:
 
     Here: AccountKicked closes every gateway connection of the account on every server
     process (this process's before the reply), after a ``kicked`` push with Reason
-    ``Kicked``; each leaves its groups as a lost link does. The account's UserSigs stay
-    valid, so it can connect again at once (docs/rest-commands.md#kick).
+    ``Kicked``; each leaves its groups as a lost link does. As Tencent says, the UserSigs
+    issued before the kick no longer log in (70001): the client needs a new one
+    (docs/rest-commands.md#kick).
     """
     user_id = rules.check_user_id(req.UserID)
-    if not await ctx.store.accounts.existing(ctx.sdkappid, [user_id]):
+    if not await ctx.store.accounts.mark_kicked(ctx.sdkappid, user_id, at=ctx.now_s):
         raise errors.AccountNotExist(f"account {errors.shown(user_id)} does not exist")
     await ctx.runtime.events.emit(AccountKicked(
         ctx.sdkappid, user_id, int(ctx.now * 1000), ctx.origin))

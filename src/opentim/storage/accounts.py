@@ -78,6 +78,21 @@ class SqlAccounts:
         async with self.db.read() as conn:
             return await self._existing(conn, sdkappid, user_ids)
 
+    async def mark_kicked(self, sdkappid: int, user_id: str, *, at: int) -> bool:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(accounts).where(accounts.c.sdkappid == sdkappid,
+                                       accounts.c.user_id == user_id)
+                .values(kicked_at=at))
+            return bool(result.rowcount)
+
+    async def kicked_at(self, sdkappid: int, user_id: str) -> int:
+        async with self.db.read() as conn:
+            found = (await conn.execute(
+                select(accounts.c.kicked_at).where(accounts.c.sdkappid == sdkappid,
+                                                   accounts.c.user_id == user_id))).scalar()
+            return int(found or 0)
+
     async def delete(self, sdkappid: int, user_ids: Sequence[str]) -> set[str]:
         """Delete accounts with everything they hold in groups; returns those that existed.
 

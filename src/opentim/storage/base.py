@@ -90,6 +90,13 @@ class AccountStore(Protocol):
 
     async def existing(self, sdkappid: int, user_ids: Sequence[str]) -> set[str]: ...
 
+    async def mark_kicked(self, sdkappid: int, user_id: str, *, at: int) -> bool:
+        """Refuse the account's UserSigs issued before ``at`` from now on; False if it
+        does not exist."""
+
+    async def kicked_at(self, sdkappid: int, user_id: str) -> int:
+        """When the account was last kicked (0: never, or no such account)."""
+
     async def delete(self, sdkappid: int, user_ids: Sequence[str]) -> set[str]:
         """Delete accounts, their group memberships and ownerships; returns those that existed.
 
@@ -125,6 +132,18 @@ class GroupStore(Protocol):
 
     async def list_page(self, sdkappid: int, *, limit: int, offset: int,
                         group_type: GroupType | None) -> GroupPage: ...
+
+    async def modify_info(self, sdkappid: int, group_id: str,
+                          plan: Callable[[Group], dict[str, Any]]) -> tuple[Group, Group]:
+        """Set the columns ``plan`` returns for the group as stored, under its lock (none:
+        no write); the group before and after. Raises ``errors.GroupNotFound``."""
+
+    async def change_owner(self, sdkappid: int, group_id: str, new_owner: str, *,
+                           check: Callable[[Group, str | None], None], now: int) -> Group:
+        """Transfer ownership (the old owner becomes a Member) after ``check`` of the group
+        and the new owner's role, under the group's lock; the group before."""
+
+    async def count_owned(self, sdkappid: int, owner: str, group_type: GroupType) -> int: ...
 
 
 class MemberStore(Protocol):
@@ -168,6 +187,36 @@ class MemberStore(Protocol):
     async def set_unread(self, sdkappid: int, group_id: str, account: str,
                          unread: int) -> bool:
         """Set a member's unread count (clamped to the message count); False if not a member."""
+
+    async def modify(self, sdkappid: int, group_id: str, account: str,
+                     plan: Callable[[Group, Member | None], dict[str, Any]]
+                     ) -> tuple[Member | None, Member | None]:
+        """Set the columns ``plan`` returns for the member row as stored (None: not a
+        member), the group locked; the member before and after."""
+
+    async def joined(self, sdkappid: int, account: str, *, types: Sequence[str],
+                     with_inactive: bool, limit: int | None,
+                     offset: int) -> tuple[int, list[tuple[Group, Member]]]:
+        """(total, page) of the groups of these types ``account`` is a member of, in join
+        order, each with its member row (custom fields left empty); in one query, never
+        one per group."""
+
+    async def joined_ids(self, sdkappid: int, account: str, *, types: Sequence[str],
+                         with_inactive: bool, limit: int | None,
+                         offset: int) -> tuple[int, list[str]]:
+        """``joined`` with the group IDs alone."""
+
+
+class GroupAttrStore(Protocol):
+    """Group attributes (``group_attrs.py``)."""
+
+    async def get(self, sdkappid: int, group_id: str) -> dict[str, str]: ...
+
+    async def change(self, sdkappid: int, group_id: str,
+                     apply: Callable[[dict[str, str]], dict[str, str]]) -> dict[str, str]:
+        """Replace the group's attributes with ``apply(stored)``, under the group's lock
+        (``apply`` may raise, writing nothing); the attributes after. Raises
+        ``errors.GroupNotFound``."""
 
 
 class MessageStore(Protocol):
@@ -332,3 +381,7 @@ class C2CStore(Protocol):
 
     async def unread_of(self, sdkappid: int, account: str,
                         peers: Sequence[str]) -> dict[str, int]: ...
+
+    async def delete_sent_before(self, sdkappid: int, before: int, *,
+                                 limit: int = 10_000) -> int:
+        """Retention: delete up to ``limit`` of the app's messages older than ``before``."""

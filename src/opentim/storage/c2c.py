@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, tuple_, update
 
 from opentim.domain import c2c as rules
 from opentim.storage.base import C2CMessage, C2CRow, WithdrawOutcome
@@ -42,7 +42,9 @@ _BEFORE = or_(_M.msg_time < bindparam("t"),
               and_(_M.msg_time == bindparam("t"),
                    or_(_M.msg_seq < bindparam("s"),
                        and_(_M.msg_seq == bindparam("s"), _M.msg_random < bindparam("r")))))
-_ROAM_NEXT = prebuilt(select(*_COLUMNS).where(*_PAIR, *_RANGE, _BEFORE).order_by(*_ORDER)
+# (msg_time <= t bounds the index range even when a client keeps its first MaxTime.)
+_ROAM_NEXT = prebuilt(select(*_COLUMNS).where(*_PAIR, *_RANGE, _M.msg_time <= bindparam("t"),
+                                              _BEFORE).order_by(*_ORDER)
                       .limit(bindparam("limit")))
 _READS = prebuilt(select(_R.account, _R.peer, _R.read_time, _R.unread).where(
     _R.sdkappid == bindparam("app"), _R.account.in_(bindparam("accounts", expanding=True)),
@@ -195,3 +197,15 @@ class SqlC2C:
                                                    "peers": list(peers)})
             found = {r.peer: r.unread for r in rows}
         return {p: int(found.get(p, 0)) for p in peers}
+
+    async def delete_sent_before(self, sdkappid: int, before: int, *,
+                                 limit: int = 10_000) -> int:
+        """Retention (``messaging/retention.py``): delete up to ``limit`` of the app's
+        messages sent before ``before``; returns how many went. Unread counters are left as
+        they are (the next ``set_read`` recounts from what is kept)."""
+        key = (_M.sdkappid, _M.user_a, _M.user_b, _M.msg_time, _M.msg_seq, _M.msg_random)
+        doomed = select(*key).where(_M.sdkappid == sdkappid,
+                                    _M.msg_time < before).limit(limit)
+        async with self.db.write() as conn:
+            result = await conn.execute(delete(c2c_messages).where(tuple_(*key).in_(doomed)))
+            return int(result.rowcount or 0)

@@ -30,7 +30,7 @@ import asyncpg
 import msgspec
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
@@ -115,6 +115,8 @@ class Database:
         self.fallback_reads = 0
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            event.listen(self.engine.sync_engine, "checkout", _closed_is_dead)
         if self.is_sqlite and make_url(url).database not in (None, "", ":memory:"):
             # (an in-memory database exists per connection: it keeps the async reader)
             self._inline = create_engine(
@@ -182,6 +184,7 @@ class Database:
                     connect["statement_cache_size"] = cache_size
                 connect.pop("prepared_statement_name_func", None)
                 connect.pop("async_fallback", None)
+                connect.setdefault("timeout", CONNECT_TIMEOUT)  # asyncpg's default: 60 s
                 self._pool = await asyncpg.create_pool(
                     **connect, min_size=0, max_size=READ_POOL_SIZE, record_class=PgRow,
                     init=asyncpg_codecs, reset=keep_session)
@@ -214,14 +217,28 @@ _JSON_CODEC: dict[str, Any] = {
 }
 
 
+# A server that never answers fails a start (or a request) in 10 s, not asyncpg's 60.
+CONNECT_TIMEOUT = 10
+
+
 def _engine_args(url: str) -> dict[str, Any]:
     if make_url(url).get_backend_name() == "sqlite":
         return {}
-    # No pre-ping: it costs a round trip per request. A connection that died (a server
-    # restart) is detected on use and the pool replaced, so only that request fails.
-    # A server that never answers fails a start (or a request) in 10 s, not asyncpg's 60.
+    # No pre-ping: it costs a round trip per checkout. A connection the server closed (a
+    # restart, pg_terminate_backend) is known closed to asyncpg at once, and the checkout
+    # hook (_closed_is_dead) replaces it for free; asyncpg's own read pool does the same.
+    # Only statements in flight when the server went away fail (docs/reliability.md).
     return {"pool_size": 10, "max_overflow": 10, "pool_recycle": 3600,
-            "connect_args": {"timeout": 10}}
+            "connect_args": {"timeout": CONNECT_TIMEOUT}}
+
+
+def _closed_is_dead(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled PostgreSQL connection whose server end is gone (asyncpg saw it close) is
+    replaced at checkout rather than failing the request that would use it: SQLAlchemy
+    retries the checkout with a new connection. No round trip (unlike pool_pre_ping)."""
+    conn = getattr(dbapi_conn, "_connection", None)  # the adapted asyncpg connection
+    if conn is not None and conn.is_closed():
+        raise exc.DisconnectionError("the server closed this pooled connection")
 
 
 # Reads hold a connection for one short block; SQLAlchemy's pool (writes) keeps its own.

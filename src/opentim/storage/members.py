@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, func, null, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from opentim import errors
@@ -207,3 +207,101 @@ class SqlMembers:
                 .values(msg_seq=imports.read_mark(unread, msg_count))
             )
         return done.rowcount > 0
+
+    # --- administration (modify_group_member_info, get_joined_group_list) ----------------
+
+    async def modify(self, sdkappid: int, group_id: str, account: str,
+                     plan: Callable[[Group, Member | None], dict[str, Any]]
+                     ) -> tuple[Member | None, Member | None]:
+        """Change a member row in one transaction, the group row locked first (the order
+        every roster write takes): ``plan`` gets the group and the member as stored (None:
+        not a member) and returns the columns to set, or raises. Returns the member before
+        and after. Raises ``errors.GroupNotFound``."""
+        params = {"app": sdkappid, "grp": group_id, "acc": account}
+        async with self.db.write() as conn:
+            group = await self._lock_group(conn, sdkappid, group_id)
+            row = (await conn.execute(_ONE_MEMBER, params)).first()
+            before = None if row is None else member_from_row(row)
+            values = plan(group, before)
+            if not values or before is None:
+                return before, before
+            m = group_members.c
+            await conn.execute(update(group_members).where(
+                m.sdkappid == sdkappid, m.group_id == group_id, m.member == account)
+                .values(**values))
+            after = member_from_row((await conn.execute(_ONE_MEMBER, params)).one())
+        return before, after
+
+    async def joined(self, sdkappid: int, account: str, *, types: Sequence[str],
+                     with_inactive: bool, limit: int | None,
+                     offset: int) -> tuple[int, list[tuple[Group, Member]]]:
+        """The groups ``account`` is a member of, of the given types, in join order, with
+        its member row in each: one query (the total rides along as a window count; a
+        second, counting query only for a page past the end). Private groups with no
+        message yet are left out unless ``with_inactive``. The custom fields
+        (``app_defined_data``, ``app_member_defined_data``) are not read: left empty."""
+        total, rows = await self._joined(sdkappid, account, types, with_inactive, limit,
+                                         offset, ids_only=False)
+        return total, [(group_from_row(r), member_from_row(r)) for r in rows]
+
+    async def joined_ids(self, sdkappid: int, account: str, *, types: Sequence[str],
+                         with_inactive: bool, limit: int | None,
+                         offset: int) -> tuple[int, list[str]]:
+        """``joined`` with the group IDs alone (the reply without a ResponseFilter)."""
+        total, rows = await self._joined(sdkappid, account, types, with_inactive, limit,
+                                         offset, ids_only=True)
+        return total, [r.group_id for r in rows]
+
+    async def _joined(self, sdkappid: int, account: str, types: Sequence[str],
+                      with_inactive: bool, limit: int | None, offset: int, *,
+                      ids_only: bool) -> tuple[int, list[Any]]:
+        if not types:
+            return 0, []
+        stmt, count = _joined_stmts(not with_inactive, limit is not None, bool(offset),
+                                    ids_only)
+        params: dict[str, Any] = {"app": sdkappid, "acc": account, "types": list(types),
+                                  "limit": limit, "offset": offset, "private": "Private"}
+        async with self.db.read() as conn:
+            rows = list(await conn.execute(stmt, params))
+            if rows:
+                total = rows[0].total
+            else:
+                total = (await conn.execute(count, params)).scalar_one() if offset else 0
+        return int(total), rows
+
+
+_NEXT_SEQ = select(groups.c.next_msg_seq).where(*GROUP_KEY).scalar_subquery()
+_ONE_MEMBER = select(group_members, _NEXT_SEQ.label("next_msg_seq")).where(
+    group_members.c.sdkappid == bindparam("app"), group_members.c.group_id == bindparam("grp"),
+    group_members.c.member == bindparam("acc"))
+# The group's and the member row's columns (the two share only the key columns), without
+# the custom fields, which no get_joined_group_list reply shows: decoding 2,000 JSON values
+# would cost more than the query.
+_JOINED_COLUMNS = (
+    *(c for c in groups.c if c.name != "app_defined_data"),
+    null().label("app_defined_data"),
+    *(c for c in group_members.c
+      if c.name not in ("sdkappid", "group_id", "app_member_defined_data")),
+    null().label("app_member_defined_data"))
+
+
+@functools.cache
+def _joined_stmts(active_only: bool, limit: bool, offset: bool,
+                  ids_only: bool) -> tuple[Any, Any]:
+    """joined's page and count statements for one combination of options."""
+    m, g = group_members.c, groups.c
+    where = [m.sdkappid == bindparam("app"), m.member == bindparam("acc"),
+             g.type.in_(bindparam("types", expanding=True))]
+    if active_only:
+        where.append(or_(g.type != bindparam("private"), g.next_msg_seq > 1))
+    joined = group_members.join(groups, and_(g.sdkappid == m.sdkappid,
+                                             g.group_id == m.group_id))
+    columns: tuple[Any, ...] = (m.group_id,) if ids_only else _JOINED_COLUMNS
+    page = select(*columns, func.count().over().label("total")) \
+        .select_from(joined).where(*where).order_by(m.join_time, m.group_id)
+    if limit:
+        page = page.limit(bindparam("limit"))
+    if offset:
+        page = page.offset(bindparam("offset"))
+    count = select(func.count()).select_from(joined).where(*where)
+    return prebuilt(page), prebuilt(count)

@@ -190,8 +190,16 @@ class PgReader:
             return await self._sa.execute(statement, parameters)
         if self._con is None:
             self._con = await (db._pool or await db._open_pool()).acquire()
-        rows = await self._con.fetch(plan.sql, *[parameters[n] for n in plan.names],
-                                     record_class=plan.row)
+        try:
+            rows = await self._con.fetch(plan.sql, *[parameters[n] for n in plan.names],
+                                         record_class=plan.row)
+        except asyncpg.InternalClientError as exc:
+            # "another operation is in progress": reads never share a connection, so the
+            # server has just ended this one (its FATAL notice is in, the close is not yet:
+            # a restart, pg_terminate_backend). Drop it; the pool opens a new one.
+            self._con.terminate()
+            raise asyncpg.ConnectionDoesNotExistError(
+                f"the server ended this connection ({exc})") from exc
         if plan.row is PgRow and rows:
             plan.row = _row_class(rows[0].keys())
         return _Rows(rows)

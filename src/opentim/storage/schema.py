@@ -52,6 +52,8 @@ accounts = Table(
     # face_url hold Tag_Profile_IM_Nick and Tag_Profile_IM_Image (storage/accounts.py).
     Column("profile", JSON),
     Column("created_at", BigInteger, nullable=False),
+    # im_open_login_svc/kick: UserSigs issued before this (Unix seconds) no longer log in.
+    Column("kicked_at", BigInteger, nullable=False, server_default="0"),
 )
 
 groups = Table(
@@ -153,6 +155,18 @@ Index("ix_group_restrictions_banned", group_restrictions.c.sdkappid,
       group_restrictions.c.group_id, group_restrictions.c.banned_until,
       group_restrictions.c.account)
 
+# Group attributes (modify/set/delete/clear_group_attr, get_group_attr): at most 16 keys
+# of 32 bytes per group, 16000 bytes together (domain/group_admin.py), so a group's rows
+# are read whole by their primary key.
+group_attrs = Table(
+    "group_attrs",
+    metadata,
+    Column("sdkappid", BigInteger, primary_key=True, autoincrement=False),
+    Column("group_id", String(48), primary_key=True),
+    Column("attr_key", String(32), primary_key=True),
+    Column("attr_value", Text, nullable=False),
+)
+
 # One-to-one history: one row per message, keyed by its conversation (the two accounts in
 # order, user_a <= user_b) and its place in it (MsgTime, MsgSeq, MsgRandom: its MsgKey).
 # Roam pages and withdrawals read the key alone, so they cost the same at any table size.
@@ -172,6 +186,8 @@ c2c_messages = Table(
     Column("counts_unread", Boolean, nullable=False, default=True),
     Column("sender_roam", Boolean, nullable=False, default=True),  # SyncOtherMachine != 2
 )
+# Retention deletes an app's messages older than its window, across conversations.
+Index("ix_c2c_messages_time", c2c_messages.c.sdkappid, c2c_messages.c.msg_time)
 
 # Per (account, peer): the unread counter of messages from peer and the read mark (seconds:
 # messages up to it are read, admin_set_msg_read).

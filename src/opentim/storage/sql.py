@@ -14,6 +14,7 @@ from opentim.storage.base import (
     AccountStore,
     AppStore,
     C2CStore,
+    GroupAttrStore,
     GroupStore,
     MemberStore,
     MessageStore,
@@ -21,6 +22,7 @@ from opentim.storage.base import (
 )
 from opentim.storage.c2c import SqlC2C
 from opentim.storage.database import Database
+from opentim.storage.group_attrs import SqlGroupAttrs
 from opentim.storage.groups import SqlGroups
 from opentim.storage.members import SqlMembers
 from opentim.storage.messages import SqlMessages
@@ -40,3 +42,4 @@ class SqlStore:
         self.messages: MessageStore = SqlMessages(db)
         self.moderation: ModerationStore = SqlModeration(db)  # mutes, bans, recall
         self.c2c: C2CStore = SqlC2C(db)  # one-to-one messages (openim)
+        self.attrs: GroupAttrStore = SqlGroupAttrs(db)  # group attributes

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable
@@ -67,6 +68,8 @@ class WebhookSettings:
 
 # A receiver's reply is read (so the connection is reused) up to this much, else dropped.
 MAX_REPLY = 64 * 1024
+# Deliveries remembered per app for the console's webhook page (newest kept).
+RECENT_DELIVERIES = 200
 # Distinct callback URLs whose check is remembered (bounded: cleared when full).
 _CHECKED_URLS = 1024
 
@@ -99,6 +102,24 @@ def callback_url(app: App, cb: Callback, now: float, base: str | None = None) ->
 
 class AppLookup(Protocol):
     def get(self, sdkappid: int) -> App | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How one callback's delivery ended, for the console (``WebhookDispatcher.recent``).
+
+    ``outcome``: sent, failed, dropped. ``status``: the last attempt's HTTP status (None:
+    no answer). ``latency_ms``: the last attempt's round trip. ``problem``: why it failed,
+    in words chosen here (never a URL).
+    """
+
+    time: float
+    command: str
+    outcome: str
+    status: int | None
+    latency_ms: float
+    attempts: int
+    problem: str = ""
 
 
 Item = tuple[Callback, bytes]
@@ -172,6 +193,7 @@ class WebhookDispatcher:
         self.clock = clock
         self.settings = settings or WebhookSettings()
         self.metrics: Counter[tuple[int, str]] = Counter()
+        self._recent: dict[int, deque[Delivery]] = {}
         self._queues: dict[int, _AppQueue] = {}
         self._closed = False
         self._http: aiohttp.ClientSession | None = None  # made on first use, in the loop
@@ -180,6 +202,10 @@ class WebhookDispatcher:
         self._checked: dict[str, tuple[str | None, str]] = {}
         self.before = BeforeCallbacks(self)
         events.subscribe(self.on_event)
+
+    def wants(self, app: App, command: str) -> bool:
+        """Whether the app takes callbacks of ``command`` (a URL, and the command on)."""
+        return self.before.wanted(app, command)
 
     async def ask_before(self, app: App, command: str, body: dict[str, Any], *,
                          order_key: str, origin: Origin = REST) -> dict[str, Any] | None:
@@ -262,6 +288,9 @@ class WebhookDispatcher:
         delay = self.settings.backoff
         problem = ""
         base: str | None = None
+        status: int | None = None
+        latency = 0.0
+        attempts = 0
         for attempt in range(self.settings.retries + 1):
             if attempt:
                 self.metrics[(sdkappid, "retried")] += 1
@@ -272,11 +301,16 @@ class WebhookDispatcher:
             app = self.apps.get(sdkappid)
             if app is None or not app.callback_url:
                 self._drop(sdkappid, f"callback URL removed: dropped {cb.command}")
+                self._record(cb, "dropped", status, latency, attempts, "callback URL removed")
                 return
             base = self._target(sdkappid, app.callback_url)
             if base is None:  # refused: no attempt will ever be made to it
                 self.metrics[(sdkappid, "failed")] += 1
+                self._record(cb, "failed", None, 0.0, attempts, "callback URL refused")
                 return
+            attempts += 1
+            status = None
+            started = time.monotonic()
             try:
                 # encoded=True: the query is already percent-encoded, send it as it is.
                 url = yarl.URL(callback_url(app, cb, self.clock(), base), encoded=True)
@@ -284,8 +318,10 @@ class WebhookDispatcher:
                                                 allow_redirects=False) as response:
                     status = response.status
                     await _discard_reply(response)
+                latency = time.monotonic() - started
                 if status == 200:
                     self.metrics[(sdkappid, "sent")] += 1
+                    self._record(cb, "sent", status, latency, attempts)
                     return
                 problem = f"HTTP {status}"
                 if 300 <= status < 400:
@@ -297,9 +333,23 @@ class WebhookDispatcher:
                 problem = f"cannot connect: {exc.os_error.strerror or exc.os_error}"
             except (aiohttp.ClientError, ValueError) as exc:
                 problem = type(exc).__name__  # their text may hold the full URL
+            latency = time.monotonic() - started
         self.metrics[(sdkappid, "failed")] += 1
+        self._record(cb, "failed", status, latency, attempts, problem)
         log.warning("webhook %s to app %s at %s failed after %d attempts (%s)",
                     cb.command, sdkappid, origin(base or ""), self.settings.retries + 1, problem)
+
+    def _record(self, cb: Callback, outcome: str, status: int | None, latency: float,
+                attempts: int, problem: str = "") -> None:
+        recent = self._recent.get(cb.sdkappid)
+        if recent is None:
+            recent = self._recent[cb.sdkappid] = deque(maxlen=RECENT_DELIVERIES)
+        recent.append(Delivery(self.clock(), cb.command, outcome, status,
+                               round(latency * 1000, 1), attempts, problem))
+
+    def recent(self, sdkappid: int) -> list[Delivery]:
+        """The app's last RECENT_DELIVERIES deliveries, newest first."""
+        return list(reversed(self._recent.get(sdkappid, ())))
 
     def queued(self) -> int:
         """Callbacks of every app waiting to be sent or being sent."""

@@ -14,8 +14,15 @@ from opentim.events import (
     C2CMessageWithdrawn,
     ConnectionStateChanged,
     Event,
+    GroupAttrChanged,
+    GroupCreated,
+    GroupDestroyed,
+    GroupFilled,
+    GroupInfoChanged,
     GroupMessageSent,
     GroupMessagesRecalled,
+    GroupOwnerChanged,
+    MemberFieldChanged,
     MembersExited,
     MembersJoined,
     MemberStateChanged,
@@ -34,9 +41,22 @@ AFTER_RECALL_MSG = "Group.CallbackAfterRecallMsg"
 C2C_BEFORE_SEND_MSG = "C2C.CallbackBeforeSendMsg"
 C2C_AFTER_SEND_MSG = "C2C.CallbackAfterSendMsg"
 C2C_AFTER_MSG_WITHDRAW = "C2C.CallbackAfterMsgWithDraw"
+# Group administration (services/group_open_http_svc/admin.py, attrs.py, groups.py); the
+# before-callback is asked by create_group.
+BEFORE_CREATE_GROUP = "Group.CallbackBeforeCreateGroup"
+AFTER_CREATE_GROUP = "Group.CallbackAfterCreateGroup"
+AFTER_GROUP_DESTROYED = "Group.CallbackAfterGroupDestroyed"
+AFTER_GROUP_INFO_CHANGED = "Group.CallbackAfterGroupInfoChanged"
+AFTER_CHANGE_GROUP_OWNER = "Group.CallbackAfterChangeGroupOwner"
+AFTER_MEMBER_FIELD_CHANGED = "Group.CallbackAfterMemberFieldChanged"
+AFTER_GROUP_ATTR_CHANGED = "Group.CallbackAfterGroupAttrChanged"
+AFTER_GROUP_FULL = "Group.CallbackAfterGroupFull"
 CALLBACK_COMMANDS = (STATE_CHANGE, MEMBER_STATE_CHANGE, AFTER_NEW_MEMBER_JOIN,
                      AFTER_MEMBER_EXIT, BEFORE_SEND_MSG, AFTER_SEND_MSG, AFTER_RECALL_MSG,
-                     C2C_BEFORE_SEND_MSG, C2C_AFTER_SEND_MSG, C2C_AFTER_MSG_WITHDRAW)
+                     C2C_BEFORE_SEND_MSG, C2C_AFTER_SEND_MSG, C2C_AFTER_MSG_WITHDRAW,
+                     BEFORE_CREATE_GROUP, AFTER_CREATE_GROUP, AFTER_GROUP_DESTROYED,
+                     AFTER_GROUP_INFO_CHANGED, AFTER_CHANGE_GROUP_OWNER,
+                     AFTER_MEMBER_FIELD_CHANGED, AFTER_GROUP_ATTR_CHANGED, AFTER_GROUP_FULL)
 
 # The AV group's state callback names a closed set of causes; a lost link reads as a Quit.
 _AV_CAUSES = {"Join": "Join", "Quit": "Quit", "LinkClose": "Quit",
@@ -145,4 +165,58 @@ def callback_for(event: Event) -> Callback | None:
             "Info": {"Action": event.action, "To_Account": event.account,
                      "Reason": event.reason},
         }, f"u:{event.account}", event.origin)
+    return _admin_callback(event)
+
+
+def _group(event: Any, command: str, body: dict[str, Any]) -> Callback:
+    """An after-callback about one group: ordered with the group's other callbacks."""
+    return Callback(event.sdkappid, command, {"CallbackCommand": command, **body,
+                                              "EventTime": event.event_time_ms},
+                    f"g:{event.group_id}", event.origin)
+
+
+def _admin_callback(event: Event) -> Callback | None:
+    """The group administration callbacks (Tencent's pages 1663, 1670, 2930, 105353-105356,
+    1669)."""
+    if isinstance(event, GroupCreated):
+        return _group(event, AFTER_CREATE_GROUP, {
+            "GroupId": event.group_id, "Operator_Account": event.operator,
+            "Owner_Account": event.owner, "Type": event.group_type, "Name": event.name,
+            "MemberList": [{"Member_Account": m} for m in event.members],
+            "UserDefinedDataList": [{"Key": k, "Value": v} for k, v in event.app_defined_data],
+        })
+    if isinstance(event, GroupDestroyed):
+        body: dict[str, Any] = {
+            "Operator_Account": event.operator, "GroupId": event.group_id,
+            "Type": event.group_type, "Owner_Account": event.owner, "Name": event.name}
+        if event.members is not None:  # a Community's members are not listed (Tencent)
+            body["MemberList"] = [{"Member_Account": m} for m in event.members]
+        return _group(event, AFTER_GROUP_DESTROYED, body)
+    if isinstance(event, GroupInfoChanged):
+        return _group(event, AFTER_GROUP_INFO_CHANGED, {
+            "GroupId": event.group_id, "Type": event.group_type,
+            "Operator_Account": event.operator, **dict(event.changes)})
+    if isinstance(event, GroupOwnerChanged):
+        return _group(event, AFTER_CHANGE_GROUP_OWNER, {
+            "GroupId": event.group_id, "Type": event.group_type,
+            "Operator_Account": event.operator, "OldOwner_Account": event.old_owner,
+            "NewOwner_Account": event.new_owner})
+    if isinstance(event, MemberFieldChanged):
+        body = {"GroupId": event.group_id, "Type": event.group_type,
+                "Operator_Account": event.operator,
+                # Tencent's pages name the member both ways (Modified_Account on the newest
+                # Chinese page, Member_Account on the others): both are sent.
+                "Modified_Account": event.account, "Member_Account": event.account}
+        if event.role is not None:
+            body["Role"] = event.role
+        if event.name_card is not None:
+            body["NameCard"] = event.name_card
+        return _group(event, AFTER_MEMBER_FIELD_CHANGED, body)
+    if isinstance(event, GroupAttrChanged):
+        return _group(event, AFTER_GROUP_ATTR_CHANGED, {
+            "GroupId": event.group_id, "Type": event.group_type,
+            "Operator_Account": event.operator, "OptionType": event.option_type,
+            "GroupAttr": [{"key": k, "value": v} for k, v in event.attrs]})
+    if isinstance(event, GroupFilled):
+        return _group(event, AFTER_GROUP_FULL, {"GroupId": event.group_id})
     return None

@@ -5,15 +5,17 @@ The rules each command applies are in ``domain/groups.py``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
 from opentim import errors
+from opentim.domain import group_admin
 from opentim.domain import groups as rules
 from opentim.domain.groups import Group, GroupType
 from opentim.domain.members import DEFAULT_MEMBER_FIELDS
-from opentim.events import GroupDestroyed
+from opentim.events import GroupCreated, GroupDestroyed
 from opentim.protocol.dispatch import command
 from opentim.protocol.fields import Int64, NonNegInt64
 from opentim.runtime import Context
@@ -58,10 +60,13 @@ class ImportGroup(CreateGroup):
     CreateTime: Int64 | None = None
 
 
-async def _new_group(ctx: Context, req: CreateGroup, *, create_time: int) -> str:
+async def _new_group(ctx: Context, req: CreateGroup, *, create_time: int,
+                     before: Callable[[Group], Awaitable[None]] | None = None) -> Group:
     plan = rules.plan_group(req, ctx.app.edition, create_time)
     known = await ctx.store.accounts.existing(ctx.sdkappid, plan.accounts)
     group = rules.new_group(req, plan, sdkappid=ctx.sdkappid, known=known)
+    if before is not None:
+        await before(group)
     try:
         await ctx.store.groups.create(group, plan.roster)
     except errors.GroupIdInUse:
@@ -71,19 +76,50 @@ async def _new_group(ctx: Context, req: CreateGroup, *, create_time: int) -> str
             raise errors.GroupIdInUseByOwner(group_id=group.group_id,
                                              owner=req.Owner_Account) from None
         raise
-    return group.group_id
+    return group
+
+
+def _initial_members(req: CreateGroup) -> list[str]:
+    """The MemberList accounts (not the owner), each once: the create callbacks' list."""
+    return [a for a in dict.fromkeys(m.Member_Account for m in req.MemberList)
+            if a and a != req.Owner_Account]
 
 
 @command(SERVICE, "create_group", CreateGroup)
 async def create_group(ctx: Context, req: CreateGroup) -> dict[str, Any]:
-    return {"GroupId": await _new_group(ctx, req, create_time=ctx.now_s)}
+    async def ask_app(group: Group) -> None:
+        """Group.CallbackBeforeCreateGroup, once the request passed every check."""
+        webhooks = ctx.runtime.webhooks
+        command_name = "Group.CallbackBeforeCreateGroup"
+        if not webhooks.wants(ctx.app, command_name):
+            return
+        owner = group.owner or ""
+        created = await ctx.store.groups.count_owned(ctx.sdkappid, owner, group.type) \
+            if owner else 0
+        reply = await webhooks.ask_before(ctx.app, command_name, {
+            "CallbackCommand": command_name, "Operator_Account": ctx.identifier,
+            "Owner_Account": owner, "Type": group.type.value, "Name": group.name,
+            "CreateGroupNum": created,
+            "MemberList": [{"Member_Account": a} for a in _initial_members(req)],
+            "EventTime": event_time_ms(ctx)}, order_key=f"g:{group.group_id}",
+            origin=ctx.origin)
+        refusal = group_admin.create_refusal(reply)
+        if refusal is not None:
+            raise refusal
+
+    group = await _new_group(ctx, req, create_time=ctx.now_s, before=ask_app)
+    await ctx.runtime.events.emit(GroupCreated(
+        ctx.sdkappid, group.group_id, group.type.value, ctx.identifier, group.owner or "",
+        group.name, tuple(_initial_members(req)), tuple(group.app_defined_data.items()),
+        event_time_ms(ctx), ctx.origin))
+    return {"GroupId": group.group_id}
 
 
 @command(SERVICE, "import_group", ImportGroup)
 async def import_group(ctx: Context, req: ImportGroup) -> dict[str, Any]:
     create_time = rules.import_create_time(rules.parse_group_type(req.Type), req.CreateTime,
                                            ctx.now_s)
-    return {"GroupId": await _new_group(ctx, req, create_time=create_time)}
+    return {"GroupId": (await _new_group(ctx, req, create_time=create_time)).group_id}
 
 
 # --- destroy_group ---------------------------------------------------------------------
@@ -96,10 +132,16 @@ class GroupRef(msgspec.Struct):
 @command(SERVICE, "destroy_group", GroupRef)
 async def destroy_group(ctx: Context, req: GroupRef) -> None:
     group = await load_group(ctx, req.GroupId)
+    # Group.CallbackAfterGroupDestroyed lists the members (not a Community's, Tencent; an
+    # AVChatRoom keeps none): read before they go.
+    members = None
+    if group.type not in (GroupType.COMMUNITY, GroupType.AVCHATROOM):
+        members = tuple(await ctx.store.members.accounts(ctx.sdkappid, group.group_id))
     if not await ctx.store.groups.destroy(ctx.sdkappid, group.group_id):
         raise errors.GroupNotFound(group_id=group.group_id)
     await ctx.runtime.events.emit(GroupDestroyed(
-        ctx.sdkappid, group.group_id, group.type.value, ctx.identifier, event_time_ms(ctx)
+        ctx.sdkappid, group.group_id, group.type.value, ctx.identifier, event_time_ms(ctx),
+        ctx.origin, owner=group.owner or "", name=group.name, members=members,
     ))
 
 
@@ -118,7 +160,8 @@ class GetGroupInfo(msgspec.Struct):
     ResponseFilter: ResponseFilter | None = None
 
 
-def _base_info(group: Group) -> dict[str, Any]:
+def base_info(group: Group) -> dict[str, Any]:
+    """Every GroupBaseInfoFilter field of a group (get_group_info, get_joined_group_list)."""
     info: dict[str, Any] = {
         "GroupId": group.group_id,
         "Type": group.type.value,
@@ -138,6 +181,8 @@ def _base_info(group: Group) -> dict[str, Any]:
         "ApplyJoinOption": group.apply_join_option,
         "InviteJoinOption": group.invite_join_option,
         "ShutUpAllMember": "On" if group.shut_up_all else "Off",
+        # The current name of ShutUpAllMember: both are answered.
+        "MuteAllMember": "On" if group.shut_up_all else "Off",
     }
     if group.type is GroupType.AVCHATROOM:
         # AV groups have no roster: members are live sessions (get_online_member_num).
@@ -165,7 +210,7 @@ async def get_group_info(ctx: Context, req: GetGroupInfo) -> dict[str, Any]:
 
 
 async def _group_info_item(ctx: Context, group: Group, filt: ResponseFilter) -> dict[str, Any]:
-    base = _base_info(group)
+    base = base_info(group)
     if filt.GroupBaseInfoFilter is not None:
         keep = set(filt.GroupBaseInfoFilter) | {"GroupId"}
         base = {k: v for k, v in base.items() if k in keep}

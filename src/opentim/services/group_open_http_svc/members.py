@@ -11,9 +11,11 @@ from typing import Any
 
 import msgspec
 
+from opentim import errors
+from opentim.domain import group_admin
 from opentim.domain import members as rules
 from opentim.domain.groups import Group, MemberResult, Role
-from opentim.events import MembersExited, MembersJoined
+from opentim.events import GroupFilled, MembersExited, MembersJoined
 from opentim.protocol.dispatch import command
 from opentim.protocol.fields import Int64, NonNegInt64
 from opentim.runtime import Context
@@ -81,9 +83,23 @@ async def add_group_member(ctx: Context, req: AddGroupMember) -> dict[str, Any]:
     group = await load_group(ctx, req.GroupId)
     accounts = rules.accounts_to_add(group, [m.Member_Account for m in req.MemberList])
     new = NewMembers.joining(accounts, Role.MEMBER, ctx.now_s)
-    results = await ctx.store.members.add(ctx.sdkappid, group.group_id, lambda _: new,
-                                          full_error=True)
+    stored: list[Group] = []
+
+    def prepare(current: Group) -> NewMembers:
+        stored.append(current)  # as the add's transaction read it (Group.CallbackAfterGroupFull)
+        return new
+
+    try:
+        results = await ctx.store.members.add(ctx.sdkappid, group.group_id, prepare,
+                                              full_error=True)
+    except errors.GroupFull:
+        await ctx.runtime.events.emit(GroupFilled(ctx.sdkappid, group.group_id,
+                                                  event_time_ms(ctx), ctx.origin))
+        raise
     added = tuple(a for a, r in results.items() if r == MemberResult.ADDED)
+    if stored and group_admin.fills(stored[0], len(added)):
+        await ctx.runtime.events.emit(GroupFilled(ctx.sdkappid, group.group_id,
+                                                  event_time_ms(ctx), ctx.origin))
     if added:
         await ctx.runtime.events.emit(MembersJoined(
             ctx.sdkappid, group.group_id, group.type.value, ctx.identifier, added, "Invited",

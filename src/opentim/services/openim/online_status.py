@@ -15,6 +15,7 @@ import msgspec
 from opentim import errors
 from opentim.domain import login as rules
 from opentim.protocol.dispatch import command
+from opentim.protocol.fields import UInt32
 from opentim.runtime import Context
 from opentim.services.openim import SERVICE
 
@@ -22,10 +23,10 @@ from opentim.services.openim import SERVICE
 class QueryOnlineStatus(msgspec.Struct):
     # Any: a non-string item is Tencent's 90003, not the decoder's invalid-parameter code.
     To_Account: list[Any]
-    IsNeedDetail: int = 0
+    IsNeedDetail: UInt32 = 0
     # Accepted and ignored: OpenTIM has neither instance IDs nor custom statuses.
-    IsReturnInstid: int = 0
-    IsReturnCustomStatus: int = 0
+    IsReturnInstid: UInt32 = 0
+    IsReturnCustomStatus: UInt32 = 0
 
 
 async def _query(ctx: Context, req: QueryOnlineStatus, status_field: str) -> dict[str, Any]:

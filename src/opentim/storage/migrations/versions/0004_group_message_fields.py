@@ -1,5 +1,6 @@
 """Group messages keep their CloudCustomData and MsgPriority; apps get a per-group message
-rate (Tencent's default, 40 a second); messages are indexed by time for retention.
+rate (Tencent's default, 40 a second); messages are indexed by time for retention;
+accounts remember when they were kicked (UserSigs issued before no longer log in).
 
 Revision ID: 0004
 Revises: 0003
@@ -24,9 +25,14 @@ def upgrade() -> None:
         batch.add_column(sa.Column("group_msg_rate", sa.Integer, nullable=False,
                                    server_default="40"))
     op.create_index("ix_group_messages_time", "group_messages", ["sdkappid", "send_time"])
+    with op.batch_alter_table("accounts") as batch:
+        batch.add_column(sa.Column("kicked_at", sa.BigInteger, nullable=False,
+                                   server_default="0"))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("accounts") as batch:
+        batch.drop_column("kicked_at")
     op.drop_index("ix_group_messages_time", table_name="group_messages")
     with op.batch_alter_table("apps") as batch:
         batch.drop_column("group_msg_rate")

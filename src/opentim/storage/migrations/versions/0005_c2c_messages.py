@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("counts_unread", sa.Boolean, nullable=False),
         sa.Column("sender_roam", sa.Boolean, nullable=False),
     )
+    op.create_index("ix_c2c_messages_time", "c2c_messages", ["sdkappid", "msg_time"])
     op.create_table(
         "c2c_reads",
         sa.Column("sdkappid", sa.BigInteger, primary_key=True, autoincrement=False),
@@ -41,4 +42,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("c2c_reads")
+    op.drop_index("ix_c2c_messages_time", table_name="c2c_messages")
     op.drop_table("c2c_messages")
