@@ -51,6 +51,8 @@ from urllib.parse import urlsplit
 from opentim.protocol import usersig
 
 MARKER = b"bench:"
+JOIN_ID = 1
+JOIN_REPLY = b'{"id":1,'  # the gateway's and bench/bare_ws.py's replies begin so
 DIGITS = 19  # the send time's width in the message text
 TEXT = " what a goal!!! replay please, that was the best play of the night"
 
@@ -112,12 +114,6 @@ class Conn(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.write(frame(opcode, payload))
 
-    async def request(self, payload: bytes, timeout: float = 30) -> bytes:
-        self.reply = asyncio.get_running_loop().create_future()
-        self.send(payload)
-        async with asyncio.timeout(timeout):
-            return await self.reply
-
     def data_received(self, data: bytes) -> None:
         if self.buf:
             data, self.buf = self.buf + data, b""
@@ -162,7 +158,7 @@ class Conn(asyncio.Protocol):
         at = payload.find(MARKER)
         if at >= 0:
             self.fleet.delivered(int(payload[at + 6:at + 6 + DIGITS]), payload)
-        elif payload.startswith(b'{"id"'):
+        elif payload.startswith(JOIN_REPLY):  # (heartbeats' replies carry "id":null)
             if self.reply is not None and not self.reply.done():
                 self.reply.set_result(payload)
         elif not self.hello.done() and payload.startswith(b'{"event":"connected"'):
@@ -242,13 +238,18 @@ class Fleet:
         self.last_ts = 0
         self.make_body: Callable[[int], bytes] = self.opentim_body
         self.random = random.randrange(1, 1 << 31)
+        self.open_s = self.join_s = 0.0
 
     # --- connections ------------------------------------------------------------------
 
     async def connect(self) -> None:
+        """Every connection opened (``concurrency`` handshakes at a time), then every one's
+        join_group sent at once: the room fills in as few seconds as the server allows,
+        and each second of filling costs a members_changed frame to everyone already in."""
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(self.args.concurrency)
         gateways = self.args.gateway
+        started = time.monotonic()
 
         async def one(i: int) -> None:
             user = f"{self.args.prefix}{self.args.first + i}"
@@ -265,12 +266,23 @@ class Fleet:
                 async with asyncio.timeout(60):
                     await conn.hello
                 self.conns.append(conn)
-                answer = await conn.request(json.dumps(
-                    {"id": 1, "cmd": "join_group", "GroupId": self.args.group}).encode(), 60)
-                if b'"ErrorCode":0' not in answer:
-                    raise RuntimeError(f"join_group of {user} answered {answer[:300]!r}")
 
         await asyncio.gather(*(one(i) for i in range(self.args.count)))
+        self.open_s = time.monotonic() - started
+        join = json.dumps({"id": JOIN_ID, "cmd": "join_group",
+                           "GroupId": self.args.group}).encode()
+        replies = []
+        for conn in self.conns:
+            conn.reply = loop.create_future()
+            replies.append(conn.reply)
+            conn.send(join)
+        async with asyncio.timeout(60 + len(self.conns) / 20):
+            answers = await asyncio.gather(*replies)
+        for conn, answer in zip(self.conns, answers, strict=True):
+            conn.reply = None
+            if b'"ErrorCode":0' not in answer:
+                raise RuntimeError(f"join_group answered {answer[:300]!r}")
+        self.join_s = time.monotonic() - started - self.open_s
         self.ready = True
 
     async def heartbeats(self) -> None:
@@ -437,7 +449,8 @@ async def main_async(args: argparse.Namespace) -> int:
     await fleet.connect()
     gc.freeze()
     await fleet.warm_up(http)
-    ready: dict[str, Any] = {"connections": len(fleet.conns)}
+    ready: dict[str, Any] = {"connections": len(fleet.conns), "open_s": fleet.open_s,
+                             "join_s": fleet.join_s}
     if args.capture:
         ready["frame_b64"] = base64.b64encode(fleet.captured).decode()
     print("READY " + json.dumps(ready), flush=True)

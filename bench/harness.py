@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 from backends import Backend, Databases
-from messages_phase import phase_messages
+from cluster_phase import phase_cluster
+from messages_phase import RATE_SECONDS, phase_messages
 from phases import phase_idle, phase_imports, phase_rest, phase_store
 from presence_phase import phase_presence
 from probes import ClientProbe, Load, Probe, WrkProbe, wait_idle
@@ -50,7 +51,8 @@ class Suite:
         for r in self.rows:
             r.label = r.scenario.name.format(idle=count_label(self.idle_count),
                                              store=count_label(self.store_members),
-                                             history=count_label(self.history_messages))
+                                             history=count_label(self.history_messages),
+                                             rate_s=min(RATE_SECONDS, args.seconds))
 
     def row(self, special: str, backend: str) -> Row:
         return next(r for r in self.rows
@@ -80,6 +82,7 @@ class Suite:
             (phase_presence, lambda r: r.backend in PRESENCE
              and not r.scenario.special.startswith(("store", "idle", "fanout"))),
             (phase_messages, lambda r: r.scenario.special.startswith("fanout")),
+            (phase_cluster, lambda r: r.scenario.special.startswith("cluster")),
             (phase_idle, lambda r: r.scenario.special == "idle"),
             (phase_store, lambda r: r.scenario.special.startswith("store")),
             (phase_imports, lambda r: r.scenario.special == "imports"),

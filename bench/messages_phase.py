@@ -27,7 +27,7 @@ import json
 import resource
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from backends import Backend
 from probes import FleetProbe
@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 PREFIX, SENDER = "bench_f_", "bench_f_host"
 WINDOW = 4  # messages in flight in the flat-out rows
 RATE = 100  # messages/s of the rate row
+# ... sent for at most this long a run: 200,000 delays are plenty for a p99, and a server
+# that cannot keep up takes many times as long to drain the backlog.
+RATE_SECONDS = 2
 SEND = "group_open_http_svc/send_group_msg"
 # special -> (group, connections)
 SIZES = {"fanout_1k": ("bench_fan_1k", 1000), "fanout_10k": ("bench_fan_10k", 10_000),
@@ -102,7 +105,7 @@ def fan_out(suite: Suite, special: str, row: Row, backends: list[Backend],
     group, count = SIZES[special]
     servers = [b.server for b in backends if b.server is not None]
     first = backends[0]
-    started = []
+    started: list[subprocess.Popen[Any]] = []
     try:
         gateways = [s.url for s in servers]
         send = Call(SEND, {})
@@ -133,9 +136,10 @@ def fan_out(suite: Suite, special: str, row: Row, backends: list[Backend],
             r.kind, r.unit = "latency", "ms"
             r.base_label = f"bare broadcast server, same {RATE} messages/s"
             r.target = FleetProbe(f"{RATE}/s into {count:,}", opentim[0], opentim[2],
-                                  "rate", RATE, servers, latency=True)
+                                  "rate", RATE, servers, latency=True,
+                                  max_seconds=RATE_SECONDS)
             r.base = FleetProbe(f"bare {RATE}/s into {count:,}", base[0], base[2], "rate",
-                                RATE, bare, latency=True)
+                                RATE, bare, latency=True, max_seconds=RATE_SECONDS)
         suite.measure([row, *extra], suite.args.presence_rounds, [*servers, *bare])
         for r in [row, *extra]:
             note_clients(suite, r)
@@ -157,7 +161,10 @@ def fleet(suite: Suite, name: str, b: Backend, gateways: list[str], send_url: st
             "--prefix", PREFIX, "--count", str(count), "--sender", SENDER,
             *(a for s in servers for a in ("--server-pid", str(s.proc.pid))), *extra]
     proc = suite.procs.client(argv, log, script=FANOUT, commands=True)
-    line = suite.procs.ready(proc, log, 120 + count / 50)
+    line = suite.procs.ready(proc, log, 120 + count / 20)
+    ready = json.loads(line.removeprefix("READY "))
+    suite.note(f"{name}: {count:,} connections opened in {ready['open_s']:.1f} s, their "
+               f"join_group (all sent at once) answered in {ready['join_s']:.1f} s")
     return proc, line, log
 
 

@@ -1,7 +1,8 @@
-"""The phases that need no held gateway members: REST on SQLite and PostgreSQL (1), idle
-gateway connections (3), the presence store in process (4) and bench/import_members.py (5).
-Phase 2 is in bench/presence_phase.py. Each is a function of the run's Suite; its
-docstring is what the run prints when the phase starts."""
+"""The phases that need no held gateway members: REST on SQLite and PostgreSQL (1, with the
+admin_getroammsg row), idle gateway connections (4), the presence store in process (5) and
+bench/import_members.py (6). Phase 2 is in bench/presence_phase.py, phase 3 in
+bench/messages_phase.py. Each is a function of the run's Suite; its docstring is what the
+run prints when the phase starts."""
 
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ def measure_history(suite: Suite, b: Backend, row: Any) -> None:
                f"rounds at 10k stored first, then at {count:,}, not alternated")
 
 
-# --- phase 3: idle connections -------------------------------------------------------
+# --- phase 4: idle connections -------------------------------------------------------
 
 
 def phase_idle(suite: Suite) -> None:
@@ -154,7 +155,7 @@ def hold_memory(suite: Suite, server: Server, gateway: list[str], count: int) ->
     return (after - before) / count
 
 
-# --- phase 4: the presence store at 100k members -------------------------------------
+# --- phase 5: the presence store at 100k members -------------------------------------
 
 
 def phase_store(suite: Suite) -> None:
@@ -206,7 +207,7 @@ def phase_store(suite: Suite) -> None:
         page_row.base_label = "the same page at 500 members"
 
 
-# --- phase 5: import_group_member ----------------------------------------------------
+# --- phase 6: import_group_member ----------------------------------------------------
 
 
 def phase_imports(suite: Suite) -> None:

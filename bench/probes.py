@@ -142,10 +142,12 @@ class FleetProbe:
     servers: list[Server]
     latency: bool = False
     query: str = ""  # added to the send URL's query string (bench/bare_ws.py: raw=1)
+    max_seconds: int = 0  # if set, runs send for at most this long
     results: list[dict[str, Any]] = field(default_factory=list)
 
     def run(self, seconds: int) -> Load:
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        seconds = min(seconds, self.max_seconds or seconds)
         try:
             self.proc.stdin.write(f"{self.mode} {seconds} {self.param} {self.query}\n")
             self.proc.stdin.flush()

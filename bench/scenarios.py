@@ -210,7 +210,8 @@ SCENARIOS = [
              backends=("memory",)),
     Scenario("fan-out: the same, 1,000 connections over two processes", special="fanout_2p",
              backends=("redis",)),
-    Scenario("100 messages/s into 1,000 connections: latency from send_group_msg to receipt",
+    Scenario("100 messages/s for {rate_s} s into 1,000 connections: latency from "
+             "send_group_msg to receipt",
              special="fanout_rate", backends=("memory",)),
     Scenario("import_group_member, 300 per call, 8 clients (bench/import_members.py)",
              special="imports", backends=("sqlite, one group", "sqlite, many groups",
@@ -219,6 +220,17 @@ SCENARIOS = [
              backends=("memory",)),
     Scenario("gateway churn: join_group + quit_group round trips, 64 connections "
              "(members/s)", special="churn", backends=PRESENCE),
+    # bench/cluster_phase.py: the same server on a local 3-master Redis Cluster against
+    # one Redis (the baseline), in the same run.
+    Scenario("get_members, 500-row page of 1,000 online (gateway), without Mark, on a "
+             "3-master Redis Cluster (baseline: one Redis)", special="cluster_get_members",
+             backends=("redis-cluster",)),
+    Scenario("get_members, Mark 1000, 500 of 1,000 online, on a 3-master Redis Cluster "
+             "(baseline: one Redis)", special="cluster_get_members_mark",
+             backends=("redis-cluster",)),
+    Scenario("gateway churn: join_group + quit_group round trips, 64 connections "
+             "(members/s), on a 3-master Redis Cluster (baseline: one Redis)",
+             special="cluster_churn", backends=("redis-cluster",)),
     Scenario("join + quit latency, paced, with member-state webhooks on (baseline: off)",
              special="hook_latency", backends=("memory",)),
     Scenario("webhook delivery: Group.CallbackOnMemberStateChange to a local receiver",

@@ -1,7 +1,7 @@
 """OpenTIM benchmark suite: real servers under load, each figure beside a same-run baseline.
 
 Run it through ``bench/run`` (``--quick`` for the CI smoke version). Every server is pinned
-to core 0 and every load generator (wrk, bench/clients.py, bench/fanout.py) to core 1. Six
+to core 0 and every load generator (wrk, bench/clients.py, bench/fanout.py) to core 1. Seven
 phases, each stopping what it started before the next begins:
 
 1. REST on SQLite and PostgreSQL (the database of --pg-url, which the run creates and
@@ -18,11 +18,14 @@ phases, each stopping what it started before the next begins:
    AVChatRoom of 1,000 and 10,000 raw WebSocket connections (bench/fanout.py), 1,000 over
    two processes on Redis, and 100 messages/s into 1,000; baseline: bench/bare_ws.py, a
    bare uvicorn WebSocket server broadcasting the same frame. Quick mode: 1,000 only.
-4. Idle gateway connections (10k; 1k quick): server memory per connection against a bare
+4. Redis Cluster (bench/cluster_phase.py): a local 3-master cluster the phase starts and
+   stops; get_members and gateway churn on 1,000 held members, the server on the cluster
+   against the same server on one Redis (the run's --redis-url database).
+5. Idle gateway connections (10k; 1k quick): server memory per connection against a bare
    WebSocket app.
-5. The presence store in process: memory per member and page latency at 100k members (10k
+6. The presence store in process: memory per member and page latency at 100k members (10k
    quick).
-6. bench/import_members.py (``--quick`` in quick mode): import_group_member against the
+7. bench/import_members.py (``--quick`` in quick mode): import_group_member against the
    databases' bulk paths.
 
 It first prints which PostgreSQL and Redis databases it will write to (bench/scratch.py
@@ -41,7 +44,7 @@ call.
 # The modules of the suite, beside this entry point (its options, the run and its report):
 #   scenarios.py   the rows: each REST call, its setup data and its baseline
 #   harness.py     the Suite: rows, phase order, REST rows planned as paired wrk probes
-#   phases.py, presence_phase.py, messages_phase.py   the six phases
+#   phases.py, presence_phase.py, messages_phase.py, cluster_phase.py   the seven phases
 #   backends.py    OpenTIM servers with their apps; the run's scratch databases
 #   processes.py   starting, pinning and stopping processes; SIGTERM and --time-limit
 #   probes.py      wrk and bench/clients.py runs, CPU, idleness, webhook counters
@@ -88,7 +91,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "left by a dead bench run; env OPENTIM_BENCH_REDIS_URL; default "
                         f"{REDIS_URL}; '' to skip Redis")
     p.add_argument("--only", type=lambda v: v.split(","), default=[],
-                   help="run only these phases: rest,presence,messages,idle,store,imports")
+                   help="run only these phases: rest,presence,messages,cluster,idle,store,"
+                        "imports")
     p.add_argument("--time-limit", type=int, help="seconds before the whole run is stopped "
                    "as failed (default 600 quick, 3600 full)")
     args = p.parse_args(argv)

@@ -614,3 +614,76 @@ async def test_the_console_can_be_switched_off(tmp_path: Any) -> None:
             srv.http() as http:
         assert (await http.get("/console/")).status_code == 404
         assert (await http.post("/console/api/login", json={})).status_code == 404
+
+
+# --- `opentim serve`: the one-time link ------------------------------------------------------
+
+
+def _serve(tmp_path: Any, *flags: str) -> tuple[Any, int, Any]:
+    import socket
+    import subprocess
+    import sys
+
+    from tests.helpers import free_port
+
+    port = free_port()
+    banner = tmp_path / "banner.txt"
+    with banner.open("w") as out:  # (the server writes to its own copy of the descriptor)
+        proc = subprocess.Popen([sys.executable, "-m", "opentim", "serve", "--db",
+                                 f"sqlite:///{tmp_path}/fresh.db", "--port", str(port),
+                                 *flags], stdout=out, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, port, banner
+        except OSError:
+            assert proc.poll() is None, banner.read_text()
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("opentim serve did not start")
+
+
+def _stop(proc: Any) -> None:
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_serve_on_a_fresh_database_prints_a_link_that_logs_in_once(tmp_path: Any) -> None:
+    import re
+
+    proc, port, banner = _serve(tmp_path)
+    try:
+        text = banner.read_text()
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/console/#login=([A-Za-z0-9_-]+)", text)
+        assert found is not None, text
+        assert int(found.group(1)) == port
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url) as http:
+            doc = http.post("/console/api/login", json={"Code": found.group(2)}).json()
+            assert doc["ErrorCode"] == 0 and doc["Identifier"] == "administrator"
+            assert doc["SDKAppID"] == 1400000000
+            settings = http.get("/console/api/app").json()
+            assert settings["ErrorCode"] == 0 and settings["Admins"] == ["administrator"]
+        with httpx.Client(base_url=url) as http:
+            again = http.post("/console/api/login", json={"Code": found.group(2)}).json()
+            assert again["ErrorCode"] == 70009
+    finally:
+        _stop(proc)
+
+
+def test_serve_no_console_prints_no_link_and_serves_none(tmp_path: Any) -> None:
+    proc, port, banner = _serve(tmp_path, "--no-console")
+    try:
+        text = banner.read_text()
+        assert "Empty database" in text and "/console" not in text
+        assert httpx.get(f"http://127.0.0.1:{port}/console/").status_code == 404
+    finally:
+        _stop(proc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import re
 import signal
 import sys
@@ -19,6 +20,8 @@ from typer.testing import CliRunner
 
 from opentim.cli import cli
 from opentim.client.rest import RestClient
+from opentim.crowd import CrowdOptions
+from opentim.crowd import run as run_crowd
 from opentim.domain.apps import App
 from tests.helpers import (
     LiveServer,
@@ -90,13 +93,17 @@ def totals(out: str) -> dict[str, int]:
 async def test_crowd_fills_the_room_holds_it_chats_and_logs_out(presence_backend: str,
                                                                  tmp_path) -> None:  # type: ignore[no-untyped-def]
     # heartbeat_timeout 1.5 s: the viewers stay only if they heartbeat (every 0.5 s).
-    async with live_server(f"sqlite:///{tmp_path}/crowd.db", presence_backend,
-                           heartbeat_timeout=1.5) as srv:
+    # The key comes from the server's database or from --key, the stop from SIGINT or
+    # SIGTERM: one of each per backend.
+    db = f"sqlite:///{tmp_path}/crowd.db"
+    async with live_server(db, presence_backend, heartbeat_timeout=1.5) as srv:
         app = await srv.new_app(rate_limit=0)
+        key, how = (["--db", db], signal.SIGINT) if presence_backend == "memory" else \
+            (["--key", app.secret_key], signal.SIGTERM)
         async with srv.client(app) as tim:
             await import_accounts(tim, "watcher")
-            async with crowd(srv, app, "--key", app.secret_key, "--group", "crowd-room",
-                             "--users", "50", "--chatter", "10") as running:
+            async with crowd(srv, app, *key, "--group", "crowd-room", "--users", "50",
+                             "--chatter", "10") as running:
                 await eventually(lambda: _online_is(tim, "crowd-room", 50), "50 viewers", 20)
                 assert sorted(await all_pages(tim, "crowd-room")) == sorted(VIEWERS)
                 info = (await tim.ok("group_open_http_svc/get_group_info",
@@ -118,8 +125,8 @@ async def test_crowd_fills_the_room_holds_it_chats_and_logs_out(presence_backend
                     listed = await all_pages(tim, "crowd-room")
                     assert "viewer-7" not in listed
                     assert len(listed) == 50
-                    # SIGTERM: every viewer logs out, the watcher stays.
-                    running.stop(signal.SIGTERM)
+                    # Stopped: every viewer logs out, the watcher stays.
+                    running.stop(how)
                     await eventually(lambda: _listed_is(tim, "crowd-room", ["watcher"]),
                                      "the viewers gone", 5)
     done = running.result[0]
@@ -135,35 +142,76 @@ async def test_crowd_fills_the_room_holds_it_chats_and_logs_out(presence_backend
     assert done.err == ""
 
 
-async def test_crowd_churns_around_the_target_with_the_key_from_the_database(
+async def test_crowd_churns_around_the_target_and_a_cancel_logs_everyone_out(
         presence_backend: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    db = f"sqlite:///{tmp_path}/crowd.db"
-    async with live_server(db, presence_backend) as srv:
+    # The async entry point in this process (the same code the command runs).
+    async with live_server(f"sqlite:///{tmp_path}/crowd.db", presence_backend) as srv:
         app = await srv.new_app(rate_limit=0)
         async with srv.client(app) as tim:
             room = await create_group(tim, "AVChatRoom")
-            async with crowd(srv, app, "--db", db, "--group", room, "--users", "50",
-                             "--churn", "--join-rate", "100") as running:
-                await eventually(lambda: _online_is(tim, room, 50), "50 viewers", 20)
-                seen = []
-                for _ in range(30):
-                    seen.append(await online_num(tim, room))
-                    await asyncio.sleep(0.1)
-                assert min(seen) < 50, seen  # moving...
-                assert min(seen) >= 40, seen  # ...around the target
-                assert max(seen[15:]) >= 47, seen  # and back towards it
-                running.stop(signal.SIGINT)  # Ctrl-C: everyone offline within seconds
-                await eventually(lambda: _online_is(tim, room, 0), "the viewers gone", 5)
-    done = running.result[0]
-    assert done.code == 0, done
-    assert "did not exist" not in done.out
-    took = float(re.search(r"all 50 viewers online after ([\d.]+) s", done.out)[1])  # type: ignore[index]
+            options = CrowdOptions(server=srv.url, sdkappid=app.sdkappid, key=app.secret_key,
+                                   admin="administrator", group=room, users=50, churn=True,
+                                   join_rate=100)
+            out = io.StringIO()
+            task = asyncio.create_task(run_crowd(options, stop=asyncio.Event(), out=out))
+            await eventually(lambda: _online_is(tim, room, 50), "50 viewers", 20)
+            seen = []
+            for _ in range(30):
+                seen.append(await online_num(tim, room))
+                await asyncio.sleep(0.1)
+            assert min(seen) < 50, seen  # moving...
+            assert min(seen) >= 40, seen  # ...around the target
+            assert max(seen[15:]) >= 47, seen  # and back towards it
+            task.cancel()  # everyone offline within seconds
+            await eventually(lambda: _online_is(tim, room, 0), "the viewers gone", 5)
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    text = out.getvalue()
+    assert "did not exist" not in text
+    took = float(re.search(r"all 50 viewers online after ([\d.]+) s", text)[1])  # type: ignore[index]
     assert took >= 0.45  # 50 joins at 100 a second
-    counts = totals(done.out)
-    assert counts["churned"] >= 2, done
+    counts = totals(text)
+    assert counts["churned"] >= 2, text
     assert counts["leaves"] == counts["joins"] >= 50
-    assert counts["reconnects"] == 0 and counts["errors"] == 0, done
-    assert done.err == ""
+    assert counts["reconnects"] == 0 and counts["errors"] == 0, text
+
+
+async def test_crowd_in_process_over_the_message_rate_and_in_a_dismissed_room(
+        tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # The async entry point, in this process: the server's message rate refuses part of
+    # the chatter (10023), and a dismissed room is not rejoined.
+    async with live_server(f"sqlite:///{tmp_path}/crowd.db", "memory") as srv:
+        app = await srv.new_app(rate_limit=0, group_msg_rate=2)
+        async with srv.client(app) as tim:
+            room = await create_group(tim, "AVChatRoom")
+            options = CrowdOptions(server=srv.url, sdkappid=app.sdkappid, key=app.secret_key,
+                                   admin="administrator", group=room, users=5, chatter=20,
+                                   prefix="fan-")
+            out, stop = io.StringIO(), asyncio.Event()
+            task = asyncio.create_task(run_crowd(options, stop=stop, out=out))
+            await eventually(lambda: _online_is(tim, room, 5), "5 viewers")
+            err = ""
+
+            async def refused() -> bool:
+                nonlocal err
+                err += capsys.readouterr().err
+                return "send_group_msg refused: 10023" in err
+
+            await eventually(refused, "the message rate refusing chatter")
+            await tim.ok("group_open_http_svc/destroy_group", {"GroupId": room})
+            await eventually(lambda: _said(out, "removed from the group (GroupDestroyed); "
+                                                "not rejoining"), "the removal noticed")
+            await asyncio.sleep(1.0)  # (a rejoin would come within 0.5 s)
+            stop.set()
+            stats = await task
+    assert stats.joins == 5 and stats.online == 0 and stats.reconnects == 0
+    assert stats.leaves == 5 and stats.sent >= 1 and stats.errors >= 1
+    assert out.getvalue().count("not rejoining") == 1  # said once, not once per viewer
+    assert "5 of 5 connected viewers logged out" in out.getvalue()
+
+
+async def _said(out: io.StringIO, text: str) -> bool:
+    return text in out.getvalue()
 
 
 async def test_crowd_refuses_to_start_with_a_clear_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]

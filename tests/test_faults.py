@@ -152,10 +152,10 @@ async def test_a_redis_that_hangs_then_comes_back(tmp_path: Path, no_rest_traceb
         app = await a.new_app(rate_limit=0)
         await b.runtime.apps.refresh()
         async with a.client(app) as tim_a, b.client(app) as tim_b:
-            await import_accounts(tim_a, "gone", "stays_a", "stays_b", "probe")
+            await import_accounts(tim_a, "gone", "stays_a", "stays_b", "probe", "idle")
             group_id = await create_group(tim_a, "AVChatRoom")
             async with a.connect(app, "gone") as gone, a.connect(app, "stays_a") as on_a, \
-                    b.connect(app, "stays_b") as on_b:
+                    b.connect(app, "stays_b") as on_b, a.connect(app, "idle") as idle:
                 for session in (gone, on_a, on_b):
                     await session.join_group(group_id)
                 await converged((tim_a, tim_b), group_id, ["gone", "stays_a", "stays_b"])
@@ -181,6 +181,10 @@ async def test_a_redis_that_hangs_then_comes_back(tmp_path: Path, no_rest_traceb
                     await converged((tim_a, tim_b), group_id, ["stays_a", "stays_b"])
                     assert on_b.close_code is None  # b lost nothing: its clients stay
                     await relayed(a, app, group_id, on_b)
+                    # a connection in no group is left open, and still reads online
+                    await idle.heartbeat()
+                    reply = await tim_b.ok(QUERY, {"To_Account": ["idle"]})
+                    assert reply["QueryResult"][0]["Status"] == "Online"
     print(f"Redis paused: {took}; 4009 {closed_after:.2f} s after it resumed")
 
 
@@ -245,6 +249,34 @@ async def test_a_redis_restarted_empty(tmp_path: Path, no_rest_traceback: None) 
                     converged_after = time.monotonic() - restarted
     print(f"Redis killed: {took}; 4009 {closed_after:.2f} s after the restart, lists "
           f"converged {converged_after:.2f} s after it")
+
+
+async def test_a_redis_restored_from_an_older_snapshot(tmp_path: Path,
+                                                      no_rest_traceback: None) -> None:
+    """A persistent Redis restarts with a snapshot taken before a member left: the lists
+    it restores are stale, and the leases older than what each process last wrote."""
+    async with private_redis(tmp_path) as redis, two_servers(tmp_path, redis) as (a, b):
+        app = await a.new_app(rate_limit=0)
+        await b.runtime.apps.refresh()
+        async with a.client(app) as tim_a, b.client(app) as tim_b:
+            await import_accounts(tim_a, "gone", "stays_a", "stays_b")
+            group_id = await create_group(tim_a, "AVChatRoom")
+            async with a.connect(app, "stays_a") as on_a, b.connect(app, "stays_b") as on_b:
+                async with a.connect(app, "gone") as gone:
+                    for session in (gone, on_a, on_b):
+                        await session.join_group(group_id)
+                    await redis.save()
+                await converged((tim_a, tim_b), group_id, ["stays_a", "stays_b"])
+                await asyncio.sleep(1.5)  # both processes refresh their leases meanwhile
+                await redis.restart()  # loads the snapshot: "gone" is listed again
+                for session in (on_a, on_b):  # neither finds its lease as it left it
+                    await asyncio.wait_for(session.wait_closed(), BOUND)
+                    assert session.close_code == CLOSE_LEASE_LOST
+                async with a.connect(app, "stays_a") as again_a, \
+                        b.connect(app, "stays_b") as again_b:
+                    await again_a.join_group(group_id)
+                    await again_b.join_group(group_id)
+                    await converged((tim_a, tim_b), group_id, ["stays_a", "stays_b"])
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------

@@ -22,13 +22,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
@@ -36,7 +37,14 @@ from opentim.domain.apps import App
 from opentim.gateway import commands, endpoint, frames
 from opentim.protocol import dispatch
 from tests.helpers import LiveServer, live_server
-from tests.helpers.strategies import World, build_world, encoded, raw_garbage
+from tests.helpers.strategies import (
+    World,
+    build_world,
+    encoded,
+    failure_text,
+    fuzz,
+    raw_garbage,
+)
 from tests.helpers.strategies import frames as frame_strategy
 
 dispatch.load_services()  # the services register their gateway commands on import
@@ -44,11 +52,12 @@ dispatch.load_services()  # the services register their gateway commands on impo
 EXAMPLES = int(os.environ.get("OPENTIM_FUZZ_EXAMPLES", "100"))
 INTERNAL = frozenset({10002, 70500, 91000} |
                      {svc.internal_error.code for svc in dispatch.SERVICES.values()})
-RAW = "(not a command)"
+RAW = "(not a command)"  # frames that are not a JSON object at all
 COMMAND_TYPES: dict[str, type[msgspec.Struct]] = {
     **{name: frames.Frame for name in frames.COMMANDS},
     **{name: command.request for name, command in sorted(commands.REGISTRY.items())},
 }
+KINDS = (*COMMAND_TYPES, RAW)
 REPLY_TIMEOUT = 10.0
 
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
@@ -81,19 +90,20 @@ class Clients:
     def closed(self, account: str) -> None:
         self.open.pop(account, None)
 
-
-@dataclass
-class Setup:
-    world: World
-    clients: Clients
+    async def drop(self, account: str) -> None:
+        """After a failed check: the next example starts on a fresh connection (a reply
+        left unread would be taken for the next frame's, and shrinking would wander)."""
+        ws = self.open.pop(account, None)
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
 
 
 @pytest.fixture
-async def setup(gw: LiveServer) -> AsyncIterator[Setup]:
+async def setup(gw: LiveServer) -> AsyncIterator[tuple[World, Clients]]:
     app = await gw.new_app(rate_limit=0, group_msg_rate=0)
     async with gw.client(app) as tim, contextlib.AsyncExitStack() as stack:
-        world = await build_world(tim, int(gw.clock()))
-        yield Setup(world, Clients(gw, app, stack))
+        yield await build_world(tim, int(gw.clock())), Clients(gw, app, stack)
 
 
 def _expected_id(payload: Any) -> Any:
@@ -132,46 +142,75 @@ def _logged_errors(caplog: pytest.LogCaptureFixture, since: int) -> list[str]:
             for r in caplog.records[since:] if r.levelno >= logging.ERROR or r.exc_info]
 
 
-@pytest.mark.parametrize("cmd", [*COMMAND_TYPES, RAW])
-@FUZZ
-@given(data=st.data())
-async def test_generated_frames(setup: Setup, cmd: str, caplog: pytest.LogCaptureFixture,
-                                data: st.DataObject) -> None:
-    world, clients = setup.world, setup.clients
-    if cmd == RAW:
-        payload: Any = data.draw(raw_garbage({"cmd": "heartbeat", "id": 1}), label="frame")
-    else:
-        payload = data.draw(frame_strategy(cmd, COMMAND_TYPES[cmd], world), label="frame")
-    account = data.draw(st.sampled_from(("a", "b")), label="account")  # a owns the groups
-    message = encoded(payload)
-    as_text = data.draw(st.booleans(), label="as text")
-    with contextlib.suppress(UnicodeDecodeError):
+class FrameCheck:
+    """One frame's round trip, and what must hold of it."""
+
+    def __init__(self, clients: Clients, caplog: pytest.LogCaptureFixture) -> None:
+        self.clients = clients
+        self.caplog = caplog
+        self.sent = 0
+
+    async def __call__(self, example: tuple[Any, str, bool]) -> None:
+        payload, account, as_text = example
+        self.sent += 1
+        try:
+            await self._round_trip(payload, account, as_text)
+        except BaseException:
+            await self.clients.drop(account)
+            await self.clients.drop("c")
+            raise
+
+    async def _round_trip(self, payload: Any, account: str, as_text: bool) -> None:
+        clients = self.clients
+        message: bytes | str = encoded(payload)
         if as_text:
-            message = message.decode()  # type: ignore[assignment]
-    since = len(caplog.records)
-    ws = await clients.get(account)
-    await ws.send(message)
-    reply = await _reply(ws)
-    too_big = len(encoded(payload)) > clients.live.runtime.settings.max_frame_bytes
-    if reply is None:
-        clients.closed(account)
-        assert too_big and ws.close_code == 1009, (ws.close_code, ws.close_reason)
-    else:
-        assert not too_big, reply
-        assert set(reply) >= {"id", "ErrorCode", "ErrorInfo"}, reply
-        code = reply["ErrorCode"]
-        assert type(code) is int and isinstance(reply["ErrorInfo"], str), reply
-        assert code not in INTERNAL, reply
-        assert reply["id"] == (None if code == 60003 else _expected_id(payload)), reply
-        if isinstance(payload, dict) and payload.get("cmd") == "logout" and code == 0:
-            assert await _reply(ws) is None  # logged out: the server closes
-            assert ws.close_code == endpoint.CLOSE_NORMAL, ws.close_code
+            with contextlib.suppress(UnicodeDecodeError):
+                message = encoded(payload).decode()
+        since = len(self.caplog.records)
+        ws = await clients.get(account)
+        await ws.send(message)
+        reply = await _reply(ws)
+        too_big = len(encoded(payload)) > clients.live.runtime.settings.max_frame_bytes
+        if reply is None:
             clients.closed(account)
-    # Another connection of the app is unaffected.
-    observer = await clients.get("c")
-    await observer.send(b'{"id":"observer","cmd":"heartbeat"}')
-    assert await _reply(observer) == {"id": "observer", "ErrorCode": 0, "ErrorInfo": ""}
-    assert _logged_errors(caplog, since) == []
+            assert too_big and ws.close_code == 1009, (ws.close_code, ws.close_reason)
+        else:
+            assert not too_big, reply
+            assert set(reply) >= {"id", "ErrorCode", "ErrorInfo"}, reply
+            code = reply["ErrorCode"]
+            assert type(code) is int and isinstance(reply["ErrorInfo"], str), reply
+            assert code not in INTERNAL, reply
+            assert reply["id"] == (None if code == 60003 else _expected_id(payload)), reply
+            if isinstance(payload, dict) and payload.get("cmd") == "logout" and code == 0:
+                assert await _reply(ws) is None  # logged out: the server closes
+                assert ws.close_code == endpoint.CLOSE_NORMAL, ws.close_code
+                clients.closed(account)
+        # Another connection of the app is unaffected.
+        observer = await clients.get("c")
+        await observer.send(b'{"id":"observer","cmd":"heartbeat"}')
+        assert await _reply(observer) == {"id": "observer", "ErrorCode": 0, "ErrorInfo": ""}
+        assert _logged_errors(self.caplog, since) == []
+
+
+async def test_generated_frames(setup: tuple[World, Clients],
+                                caplog: pytest.LogCaptureFixture) -> None:
+    """A hypothesis search per command (and one of frames that are no JSON object), on
+    one server per configuration: a server per command would start more than it fuzzes."""
+    world, clients = setup
+    failures: dict[str, str] = {}
+    for kind in KINDS:
+        frames_of_kind = raw_garbage({"cmd": "heartbeat", "id": 1}) if kind == RAW \
+            else frame_strategy(kind, COMMAND_TYPES[kind], world)
+        # a owns the world's groups (modify_marks), b is a member; either as text or binary
+        examples = st.tuples(frames_of_kind, st.sampled_from(("a", "b")), st.booleans())
+        check = FrameCheck(clients, caplog)
+        started = time.monotonic()
+        try:
+            await fuzz(examples, check, FUZZ)
+        except Exception as exc:
+            failures[kind] = failure_text(exc)
+        print(f"{kind}: {check.sent} frames in {time.monotonic() - started:.1f} s")
+    assert not failures, "\n\n".join(f"{kind}:\n{text}" for kind, text in failures.items())
 
 
 def test_every_gateway_command_is_fuzzed() -> None:

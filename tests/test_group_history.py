@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,14 +18,10 @@ from opentim.events import GroupMessagesRecalled, GroupPush
 from opentim.storage.schema import group_messages
 from opentim.webhooks.payloads import callback_for
 from tests.helpers import (
-    PG_URL,
     LiveServer,
     Server,
     create_group,
-    ensure_pg_database,
     import_accounts,
-    live_server,
-    unavailable,
 )
 
 SVC = "group_open_http_svc"
@@ -314,19 +309,10 @@ async def test_a_notification_to_non_members_reaches_no_one(server: Server, tim)
 # --- pushes on real gateway connections -------------------------------------------------
 
 
-@pytest.fixture(params=[("sqlite", "memory"), ("postgresql", "redis")],
-                ids=["sqlite-memory", "postgresql-redis"])
-async def live(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[LiveServer]:  # type: ignore[no-untyped-def]
-    db, presence = request.param
-    if db == "postgresql":
-        why = await ensure_pg_database(PG_URL)
-        if why:
-            unavailable("PostgreSQL", why)
-        url = PG_URL
-    else:
-        url = f"sqlite:///{tmp_path}/live.db"
-    async with live_server(url, presence) as srv:
-        yield srv
+@pytest.fixture
+def live(live_both: LiveServer) -> LiveServer:
+    """A live server on SQLite with memory presence, then on PostgreSQL with Redis."""
+    return live_both
 
 
 async def no_message(session: Any, wait: float = 0.3) -> bool:

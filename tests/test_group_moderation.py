@@ -8,7 +8,6 @@ SQLite with in-process presence and on PostgreSQL with Redis.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,18 +19,14 @@ from opentim.domain.groups import Group, GroupType
 from opentim.events import MembersExited
 from opentim.storage.base import SenderState
 from tests.helpers import (
-    PG_URL,
     LiveServer,
     Server,
     all_pages,
     create_group,
-    ensure_pg_database,
     eventually,
     import_accounts,
-    live_server,
     live_servers,
     next_event,
-    unavailable,
 )
 
 SVC = "group_open_http_svc"
@@ -334,19 +329,10 @@ async def test_bans_are_for_avchatrooms_only(tim) -> None:
 # --- bans and mutes on the gateway ------------------------------------------------------
 
 
-@pytest.fixture(params=[("sqlite", "memory"), ("postgresql", "redis")],
-                ids=["sqlite-memory", "postgresql-redis"])
-async def live(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[LiveServer]:  # type: ignore[no-untyped-def]
-    db, presence = request.param
-    if db == "postgresql":
-        why = await ensure_pg_database(PG_URL)
-        if why:
-            unavailable("PostgreSQL", why)
-        url = PG_URL
-    else:
-        url = f"sqlite:///{tmp_path}/live.db"
-    async with live_server(url, presence) as srv:
-        yield srv
+@pytest.fixture
+def live(live_both: LiveServer) -> LiveServer:
+    """A live server on SQLite with memory presence, then on PostgreSQL with Redis."""
+    return live_both
 
 
 async def test_a_banned_member_is_removed_and_refused_until_the_ban_ends(

@@ -14,14 +14,10 @@ import pytest
 
 from opentim.client import GatewayError
 from tests.helpers import (
-    PG_URL,
     LiveServer,
     create_group,
-    ensure_pg_database,
     import_accounts,
-    live_server,
     live_servers,
-    unavailable,
 )
 
 SVC = "group_open_http_svc"
@@ -53,19 +49,10 @@ EVERY_ELEM = [
 ]
 
 
-@pytest.fixture(params=[("sqlite", "memory"), ("postgresql", "redis")],
-                ids=["sqlite-memory", "postgresql-redis"])
-async def live(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[LiveServer]:  # type: ignore[no-untyped-def]
-    db, presence = request.param
-    if db == "postgresql":
-        why = await ensure_pg_database(PG_URL)
-        if why:
-            unavailable("PostgreSQL", why)
-        url = PG_URL
-    else:
-        url = f"sqlite:///{tmp_path}/live.db"
-    async with live_server(url, presence) as srv:
-        yield srv
+@pytest.fixture
+def live(live_both: LiveServer) -> LiveServer:
+    """A live server on SQLite with memory presence, then on PostgreSQL with Redis."""
+    return live_both
 
 
 @contextlib.asynccontextmanager
@@ -251,9 +238,9 @@ async def test_a_group_over_its_message_rate_is_refused_with_10023(live) -> None
 # --- several processes ----------------------------------------------------------------------
 
 
-async def test_a_message_sent_through_one_process_reaches_connections_of_another(tmp_path
-                                                                                 ) -> None:
-    async with live_servers(2, f"sqlite:///{tmp_path}/shared.db") as (a, b):
+async def test_a_message_sent_through_one_process_reaches_connections_of_another(
+        tmp_path, shared_redis: str) -> None:
+    async with live_servers(2, f"sqlite:///{tmp_path}/shared.db", redis=shared_redis) as (a, b):
         app = await a.new_app(rate_limit=0)
         await b.runtime.apps.refresh()
         async with a.client(app) as tim:
@@ -279,10 +266,11 @@ async def test_a_message_sent_through_one_process_reaches_connections_of_another
                 assert again["MsgSeq"] == first["MsgSeq"]
 
 
-async def test_roster_changes_reach_the_audience_at_once(tmp_path) -> None:
+async def test_roster_changes_reach_the_audience_at_once(tmp_path, shared_redis: str
+                                                        ) -> None:
     """Each process resolves a roster group's members itself (cached): an added member
     hears the next message and a removed one does not, whichever process changed them."""
-    async with live_servers(2, f"sqlite:///{tmp_path}/shared.db") as (a, b):
+    async with live_servers(2, f"sqlite:///{tmp_path}/shared.db", redis=shared_redis) as (a, b):
         app = await a.new_app(rate_limit=0)
         await b.runtime.apps.refresh()
         async with a.client(app) as tim_a, b.client(app) as tim_b:

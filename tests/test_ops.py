@@ -40,7 +40,12 @@ from opentim.domain.apps import App, new_secret_key
 from opentim.ops import config as ops_config
 from opentim.ops.config import ConfigError, resolve
 from opentim.ops.logs import JsonFormatter, parse_levels
-from opentim.ops.metrics import LATENCY_BUCKETS, RestMetrics, error_code, exception_source
+from opentim.ops.metrics import (
+    LATENCY_BUCKETS,
+    MAX_PATHS,
+    RestMetrics,
+    exception_source,
+)
 from opentim.redact import RedactSecrets
 from opentim.runtime import Runtime
 from opentim.settings import Settings
@@ -372,17 +377,21 @@ def test_the_metrics_registry_counts_codes_buckets_and_sources() -> None:
     from sqlalchemy.exc import OperationalError
 
     from opentim import errors
-    from opentim.protocol import envelope
+    from opentim.protocol import dispatch
 
-    assert error_code(envelope.ok({"X": 1})) == 0 == error_code(envelope.ok())
-    assert error_code(envelope.fail(70003, "bad, sig")) == 70003
-    assert error_code(b"not an envelope") == -1
+    dispatch.load_services()
     registry = RestMetrics()
-    registry.observe(None, 60009, 0.0004)
-    registry.observe(None, 60009, 20.0)
+    registry.observe("/v4/no/such", 60009, 0.0004)
+    registry.observe("/v4/no/such", 60009, 20.0)
     text = registry.prometheus()
-    assert 'error_code="60009"} 2' in text
+    assert 'service="unknown",command="unknown",error_code="60009"} 2' in text
     assert 'le="0.0005"} 1' in text and 'le="10"} 1' in text and 'le="+Inf"} 2' in text
+    stats = registry.observe(f"/v4/{CHECK}", 0, 0.001)
+    assert (stats.service, stats.command) == tuple(CHECK.split("/"))
+    for n in range(MAX_PATHS + 100):  # paths are the client's: remembered up to a bound
+        registry.observe(f"/v4/im_open_login_svc/x{n}", 10003, 0.001)
+    assert len(registry._by_path) == MAX_PATHS
+    assert f'command="unknown",error_code="10003"}} {MAX_PATHS + 100}' in registry.prometheus()
 
     db_error = OperationalError("SELECT 1", {}, ConnectionRefusedError())
     assert exception_source(db_error) == "database"

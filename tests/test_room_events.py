@@ -16,7 +16,6 @@ import redis.asyncio as aioredis
 
 from opentim.client import GatewayError
 from tests.helpers import (
-    REDIS_URL,
     LiveServer,
     create_group,
     import_accounts,
@@ -27,6 +26,7 @@ from tests.helpers import (
     next_event,
     sessions,
 )
+from tests.helpers.redis_cluster import node_urls
 
 AV = "group_open_avchatroom_http_svc"
 
@@ -74,12 +74,12 @@ async def test_a_member_going_offline_drops_its_pending_marks(live: LiveServer) 
             assert frame["MemberList"] == [{"Member_Account": "u1", "Marks": [1000, 1001]}]
 
 
-# --- several processes sharing Redis ---------------------------------------------------------
+# --- several processes sharing Redis (a single Redis, and a Redis Cluster) -------------------
 
 
 @pytest.fixture
-async def pair(tmp_path):  # type: ignore[no-untyped-def]
-    async with live_servers(2, f"sqlite:///{tmp_path}/shared.db") as servers:
+async def pair(tmp_path, shared_redis: str):  # type: ignore[no-untyped-def]
+    async with live_servers(2, f"sqlite:///{tmp_path}/shared.db", redis=shared_redis) as servers:
         app = await servers[0].new_app(rate_limit=0)
         for server in servers[1:]:
             await server.runtime.apps.refresh()
@@ -143,16 +143,19 @@ async def test_the_relay_resubscribes_after_losing_its_redis_connection(pair) ->
     async with a.client(app) as tim_a:
         await import_accounts(tim_a, "host", "guest")
         group_id = await create_group(tim_a, "AVChatRoom", Owner_Account="host")
-        client = aioredis.Redis.from_url(REDIS_URL)
-        try:
-            clients = await client.client_list()
-            # every connection of a's relay: its subscription and its publishing pool
-            relay_a = [c for c in clients if c["name"] == f"opentim-relay-{a.runtime.node_id}"]
-            assert relay_a, clients
-            for found in relay_a:
-                await client.client_kill_filter(_id=found["id"])
-        finally:
-            await client.aclose()
+        relay_a = []
+        for url in await node_urls(str(a.runtime.settings.redis)):  # each cluster node
+            client = aioredis.Redis.from_url(url)
+            try:
+                clients = await client.client_list()
+                # every connection of a's relay: its subscription and its publishing pool
+                mine = [c for c in clients if c["name"] == f"opentim-relay-{a.runtime.node_id}"]
+                for found in mine:
+                    await client.client_kill_filter(_id=found["id"])
+                relay_a += mine
+            finally:
+                await client.aclose()
+        assert relay_a
         async with a.connect(app, "host") as host:
             await host.join_group(group_id)
             deadline = asyncio.get_running_loop().time() + 10

@@ -22,17 +22,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from TLSSigAPIv2 import TLSSigAPIv2
 
 from opentim import errors
 from opentim.domain.apps import App
+from opentim.events import MemberStateChanged
 from tests.helpers import (
     LiveServer,
     Receiver,
     create_group,
     eventually,
     import_accounts,
+    live_server,
     members,
     unavailable,
 )
@@ -233,6 +234,140 @@ async def test_joining_a_missing_group_fails_with_10010(live: LiveServer) -> Non
         assert (refused["ok"], refused["code"]) == (False, 10010)
 
 
+async def test_online_count_and_marks(live: LiveServer) -> None:
+    app = await live.new_app(rate_limit=0)
+    group_id = await setup(live, app, "alice")
+    async with sdk(live, app) as alice, sdk(live, app) as host, live.client(app) as tim:
+        await alice.login(app, "alice")
+        await host.login(app, "host")
+        await alice.ok("joinGroup", {"groupID": group_id})
+        await host.ok("joinGroup", {"groupID": group_id})
+        count = await alice.ok("getGroupOnlineMemberCount", argv=[group_id])
+        assert count["memberCount"] == 2
+        # the owner marks a viewer: REST get_members filters by it
+        marked = await host.ok("markGroupMemberList", {
+            "groupID": group_id, "userIDList": ["alice"], "markType": 1000,
+            "enableMark": True})
+        assert marked["successUserIDList"] == ["alice"]
+        rows, _ = await members(tim, group_id, Mark=1000)
+        assert [r["Member_Account"] for r in rows] == ["alice"]
+        filtered = await host.ok("getGroupMemberList", {"groupID": group_id, "count": 100,
+                                                        "filter": 1000})
+        assert [m["userID"] for m in filtered["memberList"]] == ["alice"]
+        # a viewer may not mark
+        refused = await alice.call("markGroupMemberList", {
+            "groupID": group_id, "userIDList": ["host"], "markType": 1000,
+            "enableMark": True})
+        assert (refused["ok"], refused["code"]) == (False, errors.NoPermission.code)
+
+
+async def test_roster_groups_are_listed_and_not_joined_by_the_sdk(live: LiveServer) -> None:
+    app = await live.new_app(rate_limit=0)
+    await setup(live, app, "alice", "bob")
+    async with live.client(app) as tim:
+        mine = await create_group(tim, "Public", Owner_Account="host",
+                                  MemberList=[{"Member_Account": "alice"}])
+        other = await create_group(tim, "Public", Owner_Account="host")
+    async with sdk(live, app) as alice, live.connect(app, "bob") as bob:
+        await alice.login(app, "alice")
+        listed = await alice.ok("getGroupList")
+        assert [g["groupID"] for g in listed["groupList"]] == [mine]
+        refused = await alice.call("joinGroup", {"groupID": other})
+        assert (refused["ok"], refused["code"]) == (False, errors.NoPermission.code)
+        # a member hears the group without joining it
+        async with live.client(app) as tim:
+            await tim.ok(f"{SVC}/send_group_msg", {"GroupId": mine, "From_Account": "host",
+                                                   "Random": 9, "MsgBody": text("members")})
+        heard = await alice.message()
+        assert (heard["to"], heard["payload"]["text"]) == (mine, "members")
+        del bob
+
+
+async def test_a_reconnecting_sdk_is_put_back_in_its_rooms(live: LiveServer) -> None:
+    app = await live.new_app(rate_limit=0)
+    group_id = await setup(live, app, "alice")
+    async with sdk(live, app) as alice:
+        await alice.login(app, "alice")
+        await alice.ok("joinGroup", {"groupID": group_id})
+        # the server drops every connection (as when its presence lease is lost)
+        await live.asgi.state.rooms.close_all(4009, "presence lease lost: reconnect")
+
+        async def back() -> bool:  # online, offline (the old socket), online again
+            changes = [e.online for e in live.events if isinstance(e, MemberStateChanged)
+                       and e.group_id == group_id]
+            return changes == [True, False, True]
+
+        await eventually(back, "alice back in the room")
+        assert await online(live, app, group_id) == ["alice"]
+        async with live.client(app) as tim:
+            await tim.ok(f"{SVC}/send_group_msg", {"GroupId": group_id, "From_Account": "host",
+                                                   "Random": 1, "MsgBody": text("still here?")})
+        heard = await alice.message()
+        assert heard["payload"]["text"] == "still here?"
+
+
+async def test_logout_then_login_on_the_same_socket(live: LiveServer) -> None:
+    app = await live.new_app(rate_limit=0)
+    group_id = await setup(live, app, "alice")
+    async with sdk(live, app) as alice:
+        await alice.login(app, "alice")
+        await alice.ok("joinGroup", {"groupID": group_id})
+        await alice.ok("logout")
+        assert await online(live, app, group_id) == []  # logging out leaves every room
+        await alice.login(app, "alice")
+        assert await online(live, app, group_id) == []  # and a new login is in none
+        await alice.ok("joinGroup", {"groupID": group_id})
+        assert await online(live, app, group_id) == ["alice"]
+
+
+async def test_a_dismissed_room_is_announced_and_left(live: LiveServer) -> None:
+    app = await live.new_app(rate_limit=0)
+    group_id = await setup(live, app, "alice")
+    async with sdk(live, app) as alice, live.client(app) as tim:
+        await alice.login(app, "alice")
+        await alice.ok("joinGroup", {"groupID": group_id})
+        await tim.ok(f"{SVC}/destroy_group", {"GroupId": group_id})
+        notice = await alice.message()
+        assert (notice["type"], notice["payload"]["operationType"]) == \
+            ("TIMGroupSystemNoticeElem", 5)
+        assert notice["payload"]["groupProfile"]["groupID"] == group_id, notice
+
+
+async def test_a_banned_viewer_is_taken_out_and_told(live: LiveServer) -> None:
+    app = await live.new_app(rate_limit=0)
+    group_id = await setup(live, app, "alice")
+    async with sdk(live, app) as alice, live.client(app) as tim:
+        await alice.login(app, "alice")
+        await alice.ok("joinGroup", {"groupID": group_id})
+        await tim.ok(f"{SVC}/ban_group_member", {"GroupId": group_id,
+                                                 "Members_Account": ["alice"],
+                                                 "Duration": 600})
+        notice = await alice.message()
+        assert (notice["type"], notice["payload"]["operationType"]) == \
+            ("TIMGroupSystemNoticeElem", 4)
+        assert await online(live, app, group_id) == []
+        # the SDK still thinks it is in the room (joinGroup answers AlreadyInGroup by
+        # itself) until it quits it; joining again is then refused
+        await alice.ok("quitGroup", argv=[group_id])
+        refused = await alice.call("joinGroup", {"groupID": group_id})
+        assert (refused["ok"], refused["code"]) == (False, errors.NoPermission.code), refused
+
+
+async def test_one_web_connection_too_many_kicks_the_oldest(presence_backend: str,
+                                                           tmp_path: Path) -> None:
+    async with live_server(f"sqlite:///{tmp_path}/live.db", presence_backend,
+                           max_web_connections_per_account=1) as live:
+        app = await live.new_app(rate_limit=0)
+        await setup(live, app, "alice")
+        async with sdk(live, app) as first, sdk(live, app) as second:
+            await first.login(app, "alice")
+            await second.login(app, "alice")
+            kicked = await first.event("kickedOut")
+            assert kicked["data"]["type"] == "multipleAccount"
+            sent = await second.ok("sendText", {"to": "alice", "type": "C2C", "text": "me"})
+            assert sent["message"]["status"] == "success"
+
+
 # --- messages -----------------------------------------------------------------------------
 
 
@@ -371,6 +506,88 @@ async def test_my_profile_is_the_portrait(live: LiveServer) -> None:
         assert got["UserProfileItem"][0]["ProfileItem"] == [
             {"Tag": "Tag_Profile_IM_Nick", "Value": "Al"},
             {"Tag": "Tag_Profile_IM_Image", "Value": "http://img.test/al.png"}]
+
+
+# --- the frames, raw (what the SDK never sends) ---------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def raw_socket(live: LiveServer) -> AsyncIterator[Any]:
+    from websockets.asyncio.client import connect as ws_connect
+
+    url = live.url.replace("http://", "ws://") + "/sdk/binfo?sdkappid=1&platform=7"
+    async with ws_connect(url, ping_interval=None) as ws:
+        yield ws
+
+
+async def call_raw(ws: Any, servcmd: str, body: dict[str, Any], **head: Any) -> dict[str, Any]:
+    seq = int(time.monotonic() * 1000)
+    await ws.send(json.dumps({"head": {"servcmd": servcmd, "seq": seq, **head},
+                              "body": body}).encode())
+    while True:
+        raw = await asyncio.wait_for(ws.recv(), 10)
+        assert isinstance(raw, bytes)  # the SDK reads binary frames only
+        frame = json.loads(raw)
+        if frame["head"]["seq"] == seq:
+            assert frame["head"]["servcmd"] == servcmd
+            return frame["body"]
+
+
+async def test_raw_frames_and_their_refusals(live: LiveServer) -> None:
+    app = await live.new_app(rate_limit=0)
+    await setup(live, app, "alice")
+    async with live.client(app) as tim:
+        roster_group = await create_group(tim, "Public", Owner_Account="host")
+    async with live.http() as http:
+        page = await http.get("/sdk/binfo")
+        assert page.status_code == 426 and "proxyServer" in page.text
+    async with raw_socket(live) as ws:
+        await ws.send(b"not json")  # no servcmd to answer with: ignored
+        body = await call_raw(ws, "group_open_http_svc.apply_join_group", {"GroupId": "g"})
+        assert body["ErrorCode"] == errors.UserSigEmpty.code  # not logged in
+        body = await call_raw(ws, "im_open_status.wslogin", {}, sdkappid=1,
+                              identifier="alice", usersig=sig(app, "alice"))
+        assert body["ErrorCode"] == errors.SdkAppIdNotFound.code
+        body = await call_raw(ws, "im_open_status.wslogin", {}, sdkappid=app.sdkappid,
+                              a2="not-an-a2key")
+        assert body["ErrorCode"] == errors.UserSigUndecodable.code
+        login = await call_raw(ws, "im_open_status.wslogin", {}, sdkappid=app.sdkappid,
+                               identifier="alice", usersig=sig(app, "alice"))
+        assert login["ErrorCode"] == 0 and login["InstId"] > 0
+        again = await call_raw(ws, "im_open_status.wslogin", {}, sdkappid=app.sdkappid,
+                               a2=login["A2Key"], tinyid=login["TinyId"])
+        assert (again["ErrorCode"], again["InstId"]) == (0, login["InstId"])
+        other = await call_raw(ws, "im_open_status.wslogin", {}, sdkappid=app.sdkappid,
+                               identifier="host", usersig=sig(app, "host"))
+        assert other["ErrorCode"] == errors.IdentifierInvalid.code
+        body = await call_raw(ws, "openim.getroammsg", {})
+        assert body["ErrorCode"] == errors.InvalidCommand.code
+        body = await call_raw(ws, "group_open_http_svc.get_group_member_info",
+                              {"GroupId": roster_group})
+        assert body["ErrorCode"] == errors.NoPermission.code
+        body = await call_raw(ws, "group_open_http_svc.quit_group", {"GroupId": roster_group})
+        assert body["ErrorCode"] == errors.NoPermission.code
+        body = await call_raw(ws, "group_open_avchatroom_http_svc.get_members",
+                              {"GroupId": roster_group})
+        assert body["ErrorCode"] == errors.InvalidParameter.code
+        body = await call_raw(ws, "group_open_http_svc.get_group_self_member_info",
+                              {"GroupIdList": [f"g{i}" for i in range(51)]})
+        assert body["ErrorCode"] == errors.InvalidParameter.code
+        body = await call_raw(ws, "group_open_http_svc.get_group_self_member_info",
+                              {"GroupIdList": ["no-such-group"]})
+        assert body["GroupInfo"][0]["ErrorCode"] == errors.GroupNotFound.code
+        body = await call_raw(ws, "group_open_http_svc.apply_join_group", {"GroupId": 5})
+        assert body["ErrorCode"] == errors.InvalidParameter.code
+        body = await call_raw(ws, "profile.portrait_set", {"ProfileItem": [
+            {"Tag": "Tag_Profile_Custom_Nope", "Value": "x"}]})
+        assert body["ErrorCode"] == errors.ProfileTagNotFound.code
+        body = await call_raw(ws, "profile.portrait_get_all", {"UserItem": [
+            {"To_Account": f"u{i}"} for i in range(101)]})
+        assert body["ErrorCode"] == errors.ProfileInvalidParams.code
+        body = await call_raw(ws, "im_open_status.wslogout", {})
+        assert body["ErrorCode"] == 0
+        body = await call_raw(ws, "openim.sendmsg", {"To_Account": "host"})
+        assert body["ErrorCode"] == errors.UserSigEmpty.code  # logged out
 
 
 # --- the browser build in headless Chromium ----------------------------------------------

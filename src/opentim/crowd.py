@@ -7,7 +7,7 @@ stop sends ``logout``. Everything runs on one event loop with no task per viewer
 its reader: replies are told apart by their ``id`` (``"join"``, ``"quit"``, ``"send"``,
 ``"logout"``), heartbeats go out from one ticker spread over the interval, and pushes are
 recognised from their first bytes without decoding them. So one process holds thousands
-of viewers (docs/running.md#crowd-simulator).
+of viewers (docs/running.md#crowd-simulator-opentim-crowd).
 
 Before the viewers connect, the accounts are imported over REST (``multiaccount_import``,
 100 a call) as an App admin, and the group is looked up (``get_group_info``); a missing
@@ -40,7 +40,7 @@ from opentim.client.session import gateway_url
 from opentim.protocol import usersig
 
 IMPORT_BATCH = 100  # multiaccount_import takes at most 100 accounts a call
-IN_FLIGHT = 100  # connection handshakes + joins waiting for the server at once
+IN_FLIGHT = 32  # connection handshakes + joins waiting for the server at once
 TICK = 0.5  # seconds between heartbeat ticker rounds
 OPEN_TIMEOUT = 30.0  # seconds for a connection to be open and joined
 LOGOUT_GRACE = 10.0  # seconds the viewers get to log out on stop
@@ -196,12 +196,11 @@ class Gate:
 
 
 class Viewer:
-    __slots__ = ("account", "beating", "churning", "crowd", "gone", "index", "joined", "pause",
-                 "task", "ws")
+    __slots__ = ("account", "beating", "churning", "crowd", "gone", "joined", "pause", "task",
+                 "ws")
 
     def __init__(self, crowd: Crowd, index: int) -> None:
         self.crowd = crowd
-        self.index = index
         self.account = crowd.options.account(index)
         self.ws: ClientConnection | None = None  # open and past its "connected" frame
         self.joined = False
@@ -295,7 +294,8 @@ class Viewer:
             return
         if code in KICK_CODES:
             self.gone = KICK_CODES[code]
-            self.crowd.note(f"{self.account}: {self.gone} (close {code}); not reconnecting")
+            self.crowd.once(("kicked", code),
+                            f"{self.account}: {self.gone} (close {code}); not reconnecting")
         else:
             self.crowd.dropped(code, ws.close_reason)
 
@@ -321,7 +321,8 @@ class Viewer:
                     self.joined = False
                     self.gone = f"removed from the group ({doc.get('Reason', '')})"
                     crowd.left()
-                    crowd.note(f"{self.account}: {self.gone}; not rejoining")
+                    crowd.once(("removed", doc.get("Reason")),
+                               f"{self.account}: {self.gone}; not rejoining")
             return None
         doc = msgspec.json.decode(data)
         if "event" in doc:
@@ -386,7 +387,7 @@ class Crowd:
             {"id": "quit", "cmd": "quit_group", "GroupId": options.group})
         self.viewers = [Viewer(self, i) for i in range(options.users)]
         self._spawned: set[asyncio.Task[None]] = set()
-        self._errors: set[tuple[str, object]] = set()
+        self._said: set[tuple[str, object]] = set()  # what once() printed
         self._status_shown = False
         self._chatter_count = 0
         self._attempts = 0
@@ -408,22 +409,24 @@ class Crowd:
     def note(self, text: str) -> None:
         self._line(f"crowd: {text}")
 
+    def once(self, key: tuple[str, object], text: str, *, err: bool = False) -> None:
+        """Print ``text`` the first time ``key`` happens (MAX_ERROR_LINES keys at most):
+        a thousand viewers kicked or refused say so once, not a thousand times."""
+        if key in self._said or len(self._said) >= MAX_ERROR_LINES:
+            return
+        self._said.add(key)
+        more = "" if len(self._said) < MAX_ERROR_LINES else " (from now on only counted)"
+        self._line(f"crowd: {text}{more}", err=err)
+
     def error(self, what: str, code: object, info: str) -> None:
         self.stats.errors += 1
-        key = (what, code)
-        if key in self._errors or len(self._errors) >= MAX_ERROR_LINES:
-            return
-        self._errors.add(key)
-        more = "" if len(self._errors) < MAX_ERROR_LINES else " (further errors only counted)"
-        self._line(f"crowd: {what}: {code} {info[:200]}{more}", err=True)
+        self.once((what, code), f"{what}: {code} {info[:200]}", err=True)
 
     def dropped(self, code: int | None, reason: str | None) -> None:
         """An unplanned close (reconnected): said once per close code."""
-        key = ("closed", code)
-        if key not in self._errors and len(self._errors) < MAX_ERROR_LINES:
-            self._errors.add(key)
-            shown = "no close frame" if code is None else f"close {code} {reason or ''}"
-            self.note(f"the server closed connections ({shown.strip()}): reconnecting them")
+        shown = "no close frame" if code is None else f"close {code} {reason or ''}"
+        self.once(("closed", code),
+                  f"the server closed connections ({shown.strip()}): reconnecting them")
 
     def attempted(self) -> None:
         self._attempts += 1

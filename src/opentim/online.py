@@ -37,13 +37,14 @@ class GroupTypes:
     """Short-lived cache of group types, so the online-list hot path skips SQL.
 
     A group destroyed through this process is forgotten at once; one destroyed through
-    another process may be seen as existing for up to ``ttl`` seconds.
+    another process may be seen as existing for up to ``ttl`` seconds. Only groups that
+    exist are kept: a group created a moment ago (through any process) is found at once.
     """
 
     def __init__(self, store: SqlStore, ttl: float = 2.0) -> None:
         self._store = store
         self._ttl = ttl
-        self._entries: dict[tuple[int, str], tuple[GroupType | None, float]] = {}
+        self._entries: dict[tuple[int, str], tuple[GroupType, float]] = {}
 
     async def get(self, sdkappid: int, group_id: str) -> GroupType | None:
         key = (sdkappid, group_id)
@@ -52,11 +53,12 @@ class GroupTypes:
         if hit is not None and hit[1] > now:
             return hit[0]
         group = (await self._store.groups.get(sdkappid, [group_id])).get(group_id)
-        found = None if group is None else group.type
+        if group is None:
+            return None
         if len(self._entries) > 100_000:
             self._entries.clear()
-        self._entries[key] = (found, now + self._ttl)
-        return found
+        self._entries[key] = (group.type, now + self._ttl)
+        return group.type
 
     def forget(self, sdkappid: int, group_id: str) -> None:
         self._entries.pop((sdkappid, group_id), None)

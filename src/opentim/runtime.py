@@ -76,12 +76,21 @@ class AppRegistry:
                 await self._task
 
     async def _loop(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self._interval)
             try:
                 await self.refresh()
-            except Exception:
-                log.exception("refreshing apps failed; keeping the previous copy")
+                if failing:
+                    log.info("refreshing apps works again")
+                failing = False
+            except Exception as exc:
+                # Once per outage, not every interval; the traceback only at debug.
+                if not failing:
+                    log.warning("refreshing apps failed (%s); keeping the previous copy "
+                                "until the database answers", type(exc).__name__)
+                log.debug("refreshing apps failed", exc_info=True)
+                failing = True
 
 
 @dataclass

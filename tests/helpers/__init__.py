@@ -6,7 +6,10 @@ other. The helpers are grouped by what they touch:
 - ``services``: where PostgreSQL and Redis are, skipping (or failing) when they are down;
 - ``servers``: OpenTIM servers, in process or on real loopback sockets;
 - ``calls``: REST calls, gateway sessions, waiting for a condition;
-- ``receiver``: a real HTTP receiver for webhooks.
+- ``receiver``: a real HTTP receiver for webhooks;
+- ``faults`` (imported from there): a private redis-server to pause, stall, kill or
+  restart, a TCP proxy that cuts or refuses connections, a PostgreSQL database of a
+  test's own, real ``opentim serve`` processes to SIGKILL or SIGTERM.
 """
 
 from tests.helpers.calls import (

@@ -55,13 +55,15 @@ async def _wait(check: Any, what: str, seconds: float = 10.0) -> None:
 
 
 class PrivateRedis:
-    """``redis-server --port <free> --save "" --appendonly no``: nothing persisted, so a
-    restart comes back empty (the worst case: every presence key is gone)."""
+    """``redis-server --port <free> --save "" --appendonly no``: nothing persisted unless
+    the test calls ``save()``, so a restart comes back empty (every presence key gone), or
+    with the last snapshot saved."""
 
     def __init__(self, log: Path) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._log = log
+        self._dir = log.parent
         self.proc: subprocess.Popen[bytes] | None = None
         self._stalling: asyncio.StreamWriter | None = None
 
@@ -69,7 +71,8 @@ class PrivateRedis:
         with self._log.open("ab") as out:
             self.proc = subprocess.Popen(
                 ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--enable-debug-command", "local"],
+                 "--save", "", "--appendonly", "no", "--enable-debug-command", "local",
+                 "--dir", str(self._dir), "--dbfilename", f"redis-{self.port}.rdb"],
                 stdout=out, stderr=out)
         await _wait(self._answers, f"redis-server on port {self.port} answers")
 
@@ -98,6 +101,16 @@ class PrivateRedis:
     def resume(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGCONT)
+
+    async def save(self) -> None:
+        """``SAVE``: a snapshot the next start loads (what a persistent Redis restores)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            writer.write(b"SAVE\r\n")
+            await writer.drain()
+            assert (await asyncio.wait_for(reader.readline(), 10)) == b"+OK\r\n"
+        finally:
+            writer.close()
 
     async def stall(self, seconds: float) -> None:
         """``DEBUG SLEEP``: Redis runs nothing else for ``seconds`` (a slow command, a fork),

@@ -144,18 +144,19 @@ async def serve_asgi(asgi, lifespan: Literal["auto", "on", "off"] = "off",  # ty
 
 @contextlib.asynccontextmanager
 async def live_server(db_url: str, presence: str, *, shared_prefix: str | None = None,
-                      **settings: object) -> AsyncIterator[LiveServer]:
+                      redis: str = REDIS_URL, **settings: object) -> AsyncIterator[LiveServer]:
     """A real uvicorn server on a free loopback port, with the chosen presence backend.
 
     ``shared_prefix``: Redis keys shared with other servers (see ``live_servers``), left
-    for the caller to drop.
+    for the caller to drop. ``redis``: the Redis URL of the "redis" backend (a single
+    Redis or a node of a Redis Cluster).
     """
     options: dict[str, object] = {}
     redis_url = None
     prefix = shared_prefix or f"opentim-test-{uuid.uuid4().hex[:12]}"
     if presence == "redis":
-        await require_redis(REDIS_URL)
-        redis_url = REDIS_URL
+        await require_redis(redis)
+        redis_url = redis
         options["prefix"] = prefix
     clock = Clock()
     runtime = Runtime.create(
@@ -173,9 +174,10 @@ async def live_server(db_url: str, presence: str, *, shared_prefix: str | None =
 
 
 @contextlib.asynccontextmanager
-async def live_servers(count: int, db_url: str, **settings: object
-                       ) -> AsyncIterator[list[LiveServer]]:
-    """``count`` server processes' worth of servers sharing one database and one Redis.
+async def live_servers(count: int, db_url: str, *, redis: str = REDIS_URL,
+                       **settings: object) -> AsyncIterator[list[LiveServer]]:
+    """``count`` server processes' worth of servers sharing one database and one Redis
+    (``redis``: its URL, a single Redis or a node of a Redis Cluster).
 
     Each has its own runtime (event bus, presence node, webhook dispatcher, relay), as
     separate processes would; they share state only through the database and Redis.
@@ -184,7 +186,7 @@ async def live_servers(count: int, db_url: str, **settings: object
     try:
         async with contextlib.AsyncExitStack() as stack:
             yield [await stack.enter_async_context(
-                live_server(db_url, "redis", shared_prefix=prefix, **settings))
+                live_server(db_url, "redis", shared_prefix=prefix, redis=redis, **settings))
                 for _ in range(count)]
     finally:
-        await drop_redis_keys(REDIS_URL, prefix)
+        await drop_redis_keys(redis, prefix)

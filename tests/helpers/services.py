@@ -114,9 +114,10 @@ async def require_redis(url: str = REDIS_URL) -> None:
 
 
 async def drop_redis_keys(url: str, prefix: str) -> None:
-    import redis.asyncio as aioredis
+    """Delete every key under ``prefix`` (on a Redis Cluster: on every master)."""
+    from opentim.presence.client import open_redis
 
-    client = aioredis.Redis.from_url(url)
+    client = await open_redis(url)
     try:
         keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
         for start in range(0, len(keys), 500):

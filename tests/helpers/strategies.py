@@ -20,13 +20,15 @@ the tables below know).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import msgspec.inspect as mi
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opentim.client.rest import RestClient
@@ -472,7 +474,7 @@ def mutated(draw: st.DrawFn, docs: Strategy[dict[str, Json]]) -> Json | bytes:
         return replaced(doc, draw(st.sampled_from(strings)), draw(st.sampled_from("xé😀")) * n)
     if kind == "deep":
         value = nested(draw(st.sampled_from((33, 100, 400, 900))))
-        if every and draw(st.booleans()):
+        if draw(st.booleans()) and every:
             return replaced(doc, draw(st.sampled_from([p for p, _ in every])), value)
         return {**doc, "Deep": value}
     if kind == "drop" and doc:
@@ -487,7 +489,7 @@ def mutated(draw: st.DrawFn, docs: Strategy[dict[str, Json]]) -> Json | bytes:
     objects = [p for p, v in every if isinstance(v, dict)]
     key = draw(st.sampled_from(UNKNOWN_KEYS))
     value = draw(JSON)
-    if objects and draw(st.booleans()):
+    if draw(st.booleans()) and objects:
         path = draw(st.sampled_from(objects))
         return replaced(doc, path, {**_get(doc, path), key: value})
     return {**doc, key: value}
@@ -522,3 +524,34 @@ def frames(cmd: str, request: type[msgspec.Struct], world: World) -> Strategy[Js
                      fields, st.one_of(st.none(), FRAME_IDS))
     bad_id = st.builds(lambda d, i: {**d, "id": i}, docs, st.sampled_from(BAD_FRAME_IDS))
     return _often(docs, st.one_of(mutated(docs), bad_id), weight=3)
+
+
+# --- running examples against a server on the test's event loop ---------------------------
+
+
+async def fuzz(strategy: Strategy[Any], check: Callable[[Any], Coroutine[Any, Any, None]],
+               profile: settings) -> None:
+    """Run ``check(example)`` for the examples of ``strategy`` (hypothesis, ``profile``).
+
+    Hypothesis drives its test from a worker thread and each example's ``check`` runs on
+    the calling test's event loop, where the server and its stores live: so one async test
+    can run a separate hypothesis search (its own budget, shrinking and report) for each
+    command, against one server. Raises what the smallest failing example raised, with
+    hypothesis' report of it in the exception's notes.
+    """
+    loop = asyncio.get_running_loop()
+
+    def search() -> None:
+        @profile
+        @given(example=strategy)
+        def run(example: Any) -> None:
+            asyncio.run_coroutine_threadsafe(check(example), loop).result(120)
+
+        run()
+
+    await asyncio.to_thread(search)
+
+
+def failure_text(exc: BaseException) -> str:
+    """An exception from ``fuzz``, with the failing example hypothesis noted on it."""
+    return "\n".join([f"{type(exc).__name__}: {exc}", *getattr(exc, "__notes__", [])])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import deque
 from enum import Enum
 from typing import Any
 
@@ -29,9 +28,11 @@ from opentim import errors
 from opentim.domain import messages as message_rules
 from opentim.events import ConnectionStateChanged, Origin
 from opentim.gateway import commands, frames, transport
+from opentim.gateway.outbox import Outbox
 from opentim.gateway.rooms import LocalRooms
 from opentim.online import Presence
 from opentim.protocol.auth import authenticate_user
+from opentim.protocol.rest import unreachable
 from opentim.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,6 @@ KICKS = {"AccountDeleted": (CLOSE_ACCOUNT_DELETED, "account deleted"),
          "MultiInstance": (CLOSE_LOGGED_IN_ELSEWHERE, "logged in elsewhere"),
          "Kicked": (CLOSE_KICKED, "kicked by the app's server")}
 PLATFORMS = ("Android", "iOS", "Web", "Windows", "Mac", "iPad", "Linux", "Unknown")
-# After a connection's session ends, its socket is dropped if still open this much later
-# (uvicorn waits up to 10 s for the client's close reply, then only flushes and closes).
-CLOSE_GRACE = 15.0
 
 # Re-exported: the frame shapes live in frames.py.
 Frame = frames.Frame
@@ -61,11 +59,6 @@ MarkItem = frames.MarkItem
 class ConnState(Enum):
     OPEN = "open"
     CLOSING = "closing"  # nothing more is handled or queued, except the close itself
-
-
-class _Close(msgspec.Struct, frozen=True):
-    code: int
-    reason: str
 
 
 _encode = msgspec.json.Encoder().encode
@@ -82,13 +75,10 @@ class ClientConnection:
         self.presence = presence
         self.state = ConnState.OPEN
         self.logged_out = False
-        # Seconds one frame may wait for the client to make room in its receive window.
-        self._write_timeout = runtime.settings.gateway_write_timeout
-        self._transport = transport.transport_of(websocket)
-        # Frames not yet written; a writer task exists only while there are some.
-        self._outbox: deque[bytes | _Close] = deque()
-        self._outbox_bytes = 0
-        self._writer: asyncio.Task[None] | None = None
+        # Frames not yet written; a frame may wait gateway_write_timeout seconds for the
+        # client to make room in its receive window.
+        self._outbox = Outbox(websocket, write_timeout=runtime.settings.gateway_write_timeout,
+                              on_dropped=self._dropped)
         self._reported = False  # the end of the connection was announced (webhooks)
         # Leaving every group may be started by a kick and by the read loop's end at once.
         self._finishing = asyncio.Lock()
@@ -121,14 +111,14 @@ class ClientConnection:
         if self.state is not ConnState.OPEN:
             return
         if self._outbox and \
-                self._outbox_bytes + len(data) > self.runtime.settings.push_backlog_bytes:
+                self._outbox.queued_bytes + len(data) > self.runtime.settings.push_backlog_bytes:
             self._too_slow()
             return
-        self._queue(data)
+        self._outbox.put(data)
 
     def offer_message(self, data: bytes, priority: int) -> None:
         """Queue a message frame, or shed it when this client has fallen behind."""
-        if message_rules.sheds(priority, self._outbox_bytes,
+        if message_rules.sheds(priority, self._outbox.queued_bytes,
                                self.runtime.settings.push_backlog_bytes):
             self.rooms.messages_shed += 1
             return
@@ -139,7 +129,7 @@ class ClientConnection:
         once the close is written, or the write times out and the socket is dropped."""
         if self.state is ConnState.OPEN:
             self.state = ConnState.CLOSING
-            self._queue(_Close(code, reason))
+            self._outbox.put_close(code, reason)
 
     async def removed_from(self, group_id: str, reason: str) -> None:
         """The member was removed (Kicked) or the group dismissed: leave it and say so."""
@@ -155,8 +145,8 @@ class ClientConnection:
             return
         code, text = KICKS[reason]
         self.state = ConnState.CLOSING  # no frame of it is handled from now on
-        self._queue(_encode({"event": "kicked", "Reason": reason}))
-        self._queue(_Close(code, text))
+        self._outbox.put(_encode({"event": "kicked", "Reason": reason}))
+        self._outbox.put_close(code, text)
         await self._finish("LinkClose")
         # Offline for query_online_status now, not once the client answered the close.
         p = self.presence
@@ -164,65 +154,21 @@ class ClientConnection:
 
     # --- writing ------------------------------------------------------------------------
 
-    def _queue(self, item: bytes | _Close) -> None:
-        self._outbox.append(item)
-        if isinstance(item, bytes):
-            self._outbox_bytes += len(item)
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_outbox())
-
-    async def _write_outbox(self) -> None:
-        websocket = self.websocket
-        try:
-            while self._outbox:
-                item = self._outbox.popleft()
-                async with asyncio.timeout(self._write_timeout):
-                    if isinstance(item, _Close):
-                        self._outbox.clear()
-                        await websocket.close(item.code, item.reason)
-                    else:
-                        self._outbox_bytes -= len(item)
-                        await websocket.send_bytes(item)
-        except TimeoutError:
-            log.info("dropping connection %s of %s: a frame waited %.0f s for the client "
-                     "to read", self.presence.conn_id, self.account, self._write_timeout)
-            self.rooms.slow_clients_closed += 1
-            self._drop()
-        except Exception:  # the client is gone or going: not an error
-            log.debug("writing to connection %s failed", self.presence.conn_id,
-                      exc_info=True)
-            self._drop()
-        finally:
-            self._writer = None
-
-    def _drop(self) -> None:
-        """Stop writing and drop the socket; its read loop then sees the disconnect."""
+    def _dropped(self, timed_out: bool) -> None:
+        """The outbox dropped the socket: its read loop now sees the disconnect."""
         self.state = ConnState.CLOSING
-        self._outbox.clear()
-        self._outbox_bytes = 0
-        transport.abort(self._transport)
+        if timed_out:
+            log.info("dropped connection %s of %s: a frame waited %.0f s for the client "
+                     "to read", self.presence.conn_id, self.account,
+                     self.runtime.settings.gateway_write_timeout)
+            self.rooms.slow_clients_closed += 1
 
     def _too_slow(self) -> None:
         log.info("closing connection %s of %s: %d bytes of frames unread",
-                 self.presence.conn_id, self.account, self._outbox_bytes)
+                 self.presence.conn_id, self.account, self._outbox.queued_bytes)
         self.rooms.slow_clients_closed += 1
         self._outbox.clear()  # the close goes out next (or the write in progress times out)
-        self._outbox_bytes = 0
         self.close(CLOSE_TOO_SLOW, "too slow: pushed events were not read")
-
-    async def _drain(self) -> None:
-        """Wait (bounded) for the queued frames and close to be written."""
-        writer = self._writer
-        if writer is not None:
-            try:
-                async with asyncio.timeout(self._write_timeout):
-                    await asyncio.shield(writer)
-            except TimeoutError:
-                writer.cancel()
-                self._drop()
-        if self._transport is not None:
-            asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort,
-                                                  self._transport)
 
     # --- reading ------------------------------------------------------------------------
 
@@ -253,10 +199,11 @@ class ClientConnection:
                 # group after the kick left them all: leave again (it is idempotent).
                 await self._finish("Quit" if self.logged_out else cause)
             finally:
-                if was_open and (cause == "HeartbeatInterrupt" or self.logged_out):
-                    self._queue(_Close(CLOSE_NORMAL, "logged out") if self.logged_out
-                                else _Close(CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout"))
-                await self._drain()
+                if was_open and self.logged_out:
+                    self._outbox.put_close(CLOSE_NORMAL, "logged out")
+                elif was_open and cause == "HeartbeatInterrupt":
+                    self._outbox.put_close(CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout")
+                await self._outbox.drain()
 
     async def _finish(self, cause: str) -> None:
         """Leave every group (cause for the member-state change); the first call also
@@ -298,10 +245,16 @@ class ClientConnection:
             self.send({"id": frame_id, "ErrorCode": 0, "ErrorInfo": "", **reply})
         except errors.TimError as exc:
             self.send({"id": frame_id, "ErrorCode": exc.code, "ErrorInfo": exc.info})
-        except Exception:
-            log.exception("gateway frame failed")
+        except Exception as exc:
+            down = unreachable(exc)
+            if down is None:
+                log.exception("gateway frame failed")
+                info = "internal server error, try again"
+            else:  # an outage, not a bug: one line, no traceback (docs/reliability.md)
+                log.warning("gateway frame failed: %s is unreachable", down)
+                info = f"internal error: {down} is unreachable or not answering, try again"
             self.send({"id": frame_id, "ErrorCode": errors.GroupInternalError.code,
-                       "ErrorInfo": "internal server error, try again"})
+                       "ErrorInfo": info})
 
     async def dispatch(self, frame: Frame) -> dict[str, Any]:
         online = self.runtime.online

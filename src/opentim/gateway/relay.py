@@ -132,11 +132,9 @@ class RedisRoomRelay(RoomRelay):
                  node_id: str,
                  on_remote_destroyed: Callable[[int, str], None] | None = None,
                  on_remote_removed: Callable[[int, str], None] | None = None) -> None:
-        import redis.asyncio as aioredis
-
         super().__init__(events, rooms)
-        # Named, so `CLIENT LIST` shows which connection is whose relay.
-        self._redis = aioredis.Redis.from_url(redis_url, client_name=f"opentim-relay-{node_id}")
+        self._url = redis_url
+        self._redis: Any = None  # opened by start(): one Redis, or a Redis Cluster
         self._channel = f"{prefix}:rooms"
         self._node = node_id
         self._on_remote_destroyed = on_remote_destroyed
@@ -146,6 +144,12 @@ class RedisRoomRelay(RoomRelay):
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        from opentim.presence.client import open_redis
+
+        # Named, so `CLIENT LIST` shows which connection is whose relay. On a Redis
+        # Cluster a classic PUBLISH reaches the subscribers of every node, so the one
+        # subscription (on the master of the channel's slot) hears every process.
+        self._redis = await open_redis(self._url, client_name=f"opentim-relay-{self._node}")
         # Subscribed before the server accepts connections: nothing published after this
         # returns is missed.
         await self._subscribe()
@@ -165,7 +169,8 @@ class RedisRoomRelay(RoomRelay):
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
-        await self._redis.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
 
     def _publish(self, event: RoomEvent) -> None:
         try:

@@ -11,10 +11,11 @@ presence, so a retry that lands on another process is still caught.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class SendGuards(Protocol):
@@ -77,34 +78,51 @@ class MemoryGuards:
 
 
 class RedisGuards:
-    """Several processes: the same two guards on Redis (keys under ``<prefix>:guard:``)."""
+    """Several processes: the same two guards on Redis (keys under ``<prefix>:guard:``).
+
+    The client (one Redis, or a Redis Cluster: every command here has one key) is opened
+    at the first use; a Redis that does not answer then fails that call, and the next
+    one tries again."""
 
     def __init__(self, redis_url: str, prefix: str) -> None:
-        import redis.asyncio as aioredis
-
-        self._redis = aioredis.Redis.from_url(redis_url, client_name="opentim-guards")
+        self._url = redis_url
+        self._client: Any = None
+        self._opening = asyncio.Lock()
         self._prefix = f"{prefix}:guard:"
+
+    async def _redis(self) -> Any:
+        if self._client is None:
+            from opentim.presence.client import open_redis
+
+            async with self._opening:
+                if self._client is None:
+                    self._client = await open_redis(self._url, client_name="opentim-guards")
+        return self._client
 
     async def remember_first(self, key: str, value: str, ttl: float) -> str | None:
         k = self._prefix + "seen:" + key
         # SET NX GET: set if absent, and return what was there (Redis >= 7).
-        found = await self._redis.set(k, value, nx=True, get=True, px=int(ttl * 1000))
-        return None if found is None else bytes(found).decode()  # type: ignore[arg-type]
+        found = await (await self._redis()).set(k, value, nx=True, get=True,
+                                                 px=int(ttl * 1000))
+        return None if found is None else bytes(found).decode()
 
     async def update(self, key: str, value: str, ttl: float) -> None:
-        await self._redis.set(self._prefix + "seen:" + key, value, px=int(ttl * 1000))
+        await (await self._redis()).set(self._prefix + "seen:" + key, value,
+                                        px=int(ttl * 1000))
 
     async def forget(self, key: str) -> None:
-        await self._redis.delete(self._prefix + "seen:" + key)
+        await (await self._redis()).delete(self._prefix + "seen:" + key)
 
     async def take(self, key: str, limit: int, window: float) -> bool:
         slot = int(time.time() // window)
         k = f"{self._prefix}rate:{key}:{slot}"
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with (await self._redis()).pipeline(transaction=False) as pipe:
             pipe.incr(k)
             pipe.pexpire(k, int(window * 2000))
             count, _ = await pipe.execute()
         return int(count) <= limit
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

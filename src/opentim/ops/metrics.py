@@ -1,9 +1,10 @@
 """The REST edge's counters and the gateway's gauges, in Prometheus text format.
 
-Every REST call passes ``RestMetrics.observe`` once: a dict lookup by the command, one
-counter per ErrorCode and one histogram bucket incremented, a float added. Nothing is
-allocated per call beyond those integers (the labels are rendered only when /metrics is
-scraped), so the hot path pays well under a microsecond (docs/performance.md#metrics).
+Every REST call passes ``RestMetrics.observe`` once: a dict lookup by the request's path
+(a string the server made anyway), one counter per ErrorCode and one histogram bucket
+incremented, a float added. Nothing else is allocated per call (no label tuples: the
+labels are rendered only when /metrics is scraped), so the hot path pays well under a
+microsecond (docs/performance.md#metrics-at-the-rest-edge).
 The format is written by hand, like the rest of /metrics: prometheus_client would add a
 lock and label lookups to every call.
 """
@@ -14,6 +15,8 @@ import bisect
 import time
 from collections.abc import Iterable
 from typing import Any
+
+from opentim.protocol import dispatch
 
 # Upper bounds (seconds) of the REST latency histogram's buckets; +Inf is implied.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -27,22 +30,9 @@ _REDIS_MODULES = ("redis", "hiredis")
 now = time.perf_counter  # what RestMetrics durations are measured with
 
 UNKNOWN = ("unknown", "unknown")  # labels of calls that name no command
-
-# How protocol/envelope.py starts every answer (msgspec keeps the dict's key order).
-_OK_HEAD = b'{"ActionStatus":"OK","ErrorCode":0,'
-_FAIL_HEAD = b'{"ActionStatus":"FAIL","ErrorCode":'
-
-
-def error_code(reply: bytes) -> int:
-    """The ErrorCode of an envelope the REST edge built (-1 if it is not one)."""
-    if reply.startswith(_OK_HEAD):
-        return 0
-    if reply.startswith(_FAIL_HEAD):
-        end = reply.find(b",", len(_FAIL_HEAD), len(_FAIL_HEAD) + 12)
-        digits = reply[len(_FAIL_HEAD):end]
-        if end > 0 and digits.isdigit():
-            return int(digits)
-    return -1
+# Paths remembered with their command's counters; past this many (clients choose paths),
+# a new path is resolved on every call instead.
+MAX_PATHS = 4096
 
 
 class _CommandStats:
@@ -61,22 +51,34 @@ class RestMetrics:
     ended in an exception of the database or Redis (or in an internal error)."""
 
     def __init__(self) -> None:
-        # By the command object's id: the registry keeps every command alive, and hashing
-        # the (frozen dataclass) command itself would hash all its fields on every call.
-        self._stats: dict[int, _CommandStats] = {}
+        self._stats: dict[tuple[str, str], _CommandStats] = {}  # by (service, command)
+        self._by_path: dict[str, _CommandStats] = {}  # "/v4/<service>/<command>" → those
         self._unknown = _CommandStats(*UNKNOWN)
         self.exceptions = {"database": 0, "redis": 0, "internal": 0}
 
-    def observe(self, command: Any, code: int, seconds: float) -> None:
-        """One answered call: ``command`` a ``dispatch.Command`` (None: it named none)."""
-        stats = self._unknown if command is None else self._stats.get(id(command))
+    def observe(self, path: str, code: int, seconds: float) -> _CommandStats:
+        """One answered call to ``path`` (``/v4/<service>/<command>``); returns the counters
+        it went to (``service`` and ``command`` are its labels)."""
+        stats = self._by_path.get(path)
         if stats is None:
-            stats = self._stats[id(command)] = _CommandStats(command.service.name,
-                                                             command.name)
+            stats = self._resolve(path)
         codes = stats.codes
         codes[code] = codes.get(code, 0) + 1
         stats.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         stats.seconds += seconds
+        return stats
+
+    def _resolve(self, path: str) -> _CommandStats:
+        parts = path.split("/")
+        command = dispatch.COMMANDS.get((parts[2], parts[3])) if len(parts) == 4 else None
+        if command is None:
+            stats = self._unknown
+        else:
+            key = (command.service.name, command.name)
+            stats = self._stats.get(key) or self._stats.setdefault(key, _CommandStats(*key))
+        if len(self._by_path) < MAX_PATHS:
+            self._by_path[path] = stats
+        return stats
 
     def failed(self, exc: BaseException, *, handled: bool) -> None:
         """A call ended in ``exc``: counted when the database or Redis raised it (or caused

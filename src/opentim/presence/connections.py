@@ -6,7 +6,7 @@ same three operations, one per presence backend; ``PresenceStore`` exposes them 
 ``add_connection`` / ``remove_connection`` / ``connections`` (see ``contract.py``).
 
 Redis keys (``P`` = prefix; each hash tag names one account or one node, so no command
-spans two slots):
+spans two slots; on a Redis Cluster they spread over the masters):
 
     P:uc:{<sdkappid>:<account>}  hash  conn id -> "<node>|<platform>": the account's
                                        connections on every node
@@ -14,7 +14,8 @@ spans two slots):
                                        registered, for cleaning up after it
 
 A connection is filed in its node's index BEFORE its account's hash (and unfiled after),
-so a crash in between leaves at worst an index entry pointing at nothing. Reads report
+so a crash in between leaves at worst an index entry pointing at nothing (one pipeline on
+one Redis; ``presence.client.in_order`` keeps that order on a cluster too). Reads report
 only connections of nodes whose lease is still valid, so a crashed process's users read
 as offline once its lease (``lease_ttl``) has run out, before any sweep removed them.
 """
@@ -25,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:  # the memory backend runs without importing redis
-    import redis.asyncio as aioredis
+    from opentim.presence.client import AnyRedis
 
 # conn ids removed per round trip when cleaning up after a node
 _CLEANUP_BATCH = 1000
@@ -69,7 +70,7 @@ class MemoryConnections:
 class RedisConnections:
     """The registry in Redis; ``node`` is this process, ``leases_key`` the lease table."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, node: str, leases_key: str) -> None:
+    def __init__(self, client: AnyRedis, prefix: str, node: str, leases_key: str) -> None:
         self._r = client
         self._prefix = prefix
         self._node = node
@@ -89,21 +90,28 @@ class RedisConnections:
         await self._file([(conn_id, ref, platform)])
 
     async def _file(self, conns: Iterable[tuple[str, str, str]]) -> None:
-        pipe = self._r.pipeline(transaction=False)
-        n = 0
-        for conn_id, ref, platform in conns:
-            pipe.hset(self._node_key(self._node), conn_id, ref)
-            pipe.hset(self._account_key(ref), conn_id, f"{self._node}|{platform}")
-            n += 1
-        if n:
-            await pipe.execute()
+        from opentim.presence.client import in_order
+
+        conns = list(conns)
+        node_key = self._node_key(self._node)
+
+        def index(pipe: Any) -> None:
+            for conn_id, ref, _platform in conns:
+                pipe.hset(node_key, conn_id, ref)
+
+        def accounts(pipe: Any) -> None:
+            for conn_id, ref, platform in conns:
+                pipe.hset(self._account_key(ref), conn_id, f"{self._node}|{platform}")
+
+        await in_order(self._r, index, accounts)
 
     async def remove(self, app: int, account: str, conn_id: str) -> None:
+        from opentim.presence.client import in_order
+
         self._mine.pop(conn_id, None)
-        pipe = self._r.pipeline(transaction=False)
-        pipe.hdel(self._account_key(f"{app}:{account}"), conn_id)
-        pipe.hdel(self._node_key(self._node), conn_id)
-        await pipe.execute()
+        await in_order(self._r,
+                       lambda pipe: pipe.hdel(self._account_key(f"{app}:{account}"), conn_id),
+                       lambda pipe: pipe.hdel(self._node_key(self._node), conn_id))
 
     async def platforms(self, app: int, accounts: Sequence[str], now: float
                         ) -> dict[str, list[str]]:
@@ -137,20 +145,35 @@ class RedisConnections:
     async def cleanup(self, node: str) -> None:
         """Remove every connection ``node`` registered (it died, or it is us starting or
         closing), a batch per round trip."""
-        from opentim.presence.leases import text
+        await self._unfile_all(node)
+        if node == self._node:
+            self._mine.clear()
 
+    async def resync(self) -> None:
+        """Writes of ours may have failed (Redis was unreachable): remove everything this
+        node filed, then file again the connections open now (``_mine`` is changed before
+        each write, so it holds exactly those)."""
+        await self._unfile_all(self._node)
+        await self.refile()
+
+    async def _unfile_all(self, node: str) -> None:
         key = self._node_key(node)
         cursor: Any = 0
         while True:
             cursor, found = await self._r.hscan(key, cursor, count=_CLEANUP_BATCH)
             batch = cast(dict[Any, Any], found)  # conn id -> "<sdkappid>:<account>"
             if batch:
-                pipe = self._r.pipeline(transaction=False)
-                for conn_id, ref in batch.items():
-                    pipe.hdel(self._account_key(text(ref)), conn_id)
-                pipe.hdel(key, *batch)
-                await pipe.execute()
+                await self._unfile_batch(key, batch)
             if not int(cursor):
                 break
-        if node == self._node:
-            self._mine.clear()
+
+    async def _unfile_batch(self, key: str, batch: dict[Any, Any]) -> None:
+        """Conn ids of one node index, from their accounts' hashes first, then from it."""
+        from opentim.presence.client import in_order
+        from opentim.presence.leases import text
+
+        def accounts(pipe: Any) -> None:
+            for conn_id, ref in batch.items():
+                pipe.hdel(self._account_key(text(ref)), conn_id)
+
+        await in_order(self._r, accounts, lambda pipe: pipe.hdel(key, *batch))

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as aioredis
+from opentim.presence.client import AnyRedis
 
 
 def lua_source(name: str) -> str:
@@ -34,7 +34,7 @@ def text(b: bytes | str) -> str:
 class NodeLeases:
     """The lease table; ``node_id`` is this process, ``lease_ttl`` seconds long."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, node_id: str,
+    def __init__(self, client: AnyRedis, prefix: str, node_id: str,
                  lease_ttl: float) -> None:
         self._r = client
         self._key = f"{prefix}:nodes"
@@ -87,7 +87,7 @@ class NodeGroups:
     count per group of its connections (pending joins included), so that idle groups
     can be unfiled without losing a join in flight."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, node_id: str) -> None:
+    def __init__(self, client: AnyRedis, prefix: str, node_id: str) -> None:
         self._r = client
         self._prefix = prefix
         self._mine = self.key(node_id)
@@ -118,13 +118,6 @@ class NodeGroups:
         """One connection of ours in ``ref`` is gone (or a join of it was a no-op)."""
         if ref in self._local:
             self._local[ref] -= 1
-
-    async def refile(self) -> None:
-        """After our lease was lost: a sweeper may have unfiled our groups."""
-        async with self._lock:
-            self._filed = {ref for ref, n in self._local.items() if n > 0}
-            if self._filed:
-                await self._r.sadd(self._mine, *self._filed)
 
     async def unfile_idle(self) -> None:
         async with self._lock:

@@ -48,7 +48,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -63,12 +62,13 @@ from opentim.domain.marks import (
 )
 from opentim.domain.online import LIST_CAP, PAGE_SIZE, RECOVER_WINDOW
 from opentim.presence.backend import StoreBase
+from opentim.presence.client import UNREACHABLE, AnyRedis, open_redis, script_then
 from opentim.presence.connections import RedisConnections
 from opentim.presence.cursor import next_cursor, page_window
 from opentim.presence.errors import MarkLimitError
 from opentim.presence.leases import NodeGroups, NodeLeases, num, text
 from opentim.presence.rows import check_mark, check_page_args, encode_row, merge_items
-from opentim.presence.scripts import group_scripts, run_then
+from opentim.presence.scripts import group_scripts
 from opentim.presence.types import (
     Joined,
     LeaseLostHook,
@@ -92,14 +92,13 @@ _LEAVE_NODE_BATCH = 1000
 # What every OpenTIM Redis client is bounded by (docs/reliability.md#redis). A call to a
 # Redis that hangs fails after SOCKET_TIMEOUT; one to a Redis that is down (refused, reset)
 # is retried once on a new connection (the pooled one may be a dead leftover of a restart)
-# and then fails: redis-py's own defaults were "wait forever" before 6.0 and ten retries
-# since. A timeout is never retried: the command may have run.
+# and then fails: redis-py's own defaults were "wait forever" before 8.0, and are 5 s
+# with ten retries since. A timeout is never retried: the command may have run.
 SOCKET_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 2.0
 HEALTH_CHECK_INTERVAL = 10
-# The failures that mean "Redis is unreachable or not answering" (not a bad command).
-UNREACHABLE: tuple[type[Exception], ...] = (redis_errors.ConnectionError,
-                                            redis_errors.TimeoutError)
+# The failures that mean "Redis is unreachable or not answering" (not a bad command) are
+# presence.client.UNREACHABLE (imported above; a Redis Cluster adds its own).
 
 
 def client_options() -> dict[str, Any]:
@@ -131,11 +130,20 @@ class RedisPresenceStore(StoreBase):
     taken offline by background sweeps and by ``close``; ``on_lease_lost`` is awaited
     when this node finds its lease was claimed (it stalled longer than ``lease_ttl``; its
     connections may have been removed, so the gateway should drop them).
+
+    ``client``: one Redis or a Redis Cluster (``presence.client``); None with ``url``
+    (``from_url``): ``start`` opens the client, whichever the URL names.
     """
+
+    _r: AnyRedis
+    _leases: NodeLeases
+    _node_groups: NodeGroups
+    _conns: RedisConnections
+    _scripts: dict[str, AsyncScript]
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AnyRedis | None,
         *,
         node_id: str,
         prefix: str = "opentim",
@@ -150,27 +158,29 @@ class RedisPresenceStore(StoreBase):
         owns_client: bool = False,
         limits: MarkLimits = MARK_LIMITS,
         recover_window: float = RECOVER_WINDOW,
+        url: str | None = None,
     ) -> None:
+        if client is None and url is None:
+            raise ValueError("a client or a url")
         if any(c in prefix for c in "{}") or not prefix:
             raise ValueError("prefix must be non-empty and free of '{' / '}' (hash tags)")
         if not node_id or any(c in node_id for c in "{}"):
             raise ValueError("node_id must be non-empty and free of '{' / '}'")
         super().__init__(clock=clock, sweep_interval=sweep_interval, background=background,
                          on_offline=on_offline, on_lease_lost=on_lease_lost)
-        self._r = client
         self.node_id = node_id
         self._prefix = prefix
+        self._url = url
+        self._lease_ttl = lease_ttl
         self._refresh_interval = refresh_interval
         self._release_on_close = release_on_close
         self._owns_client = owns_client
         self._limits = limits
         self._recover_window = recover_window
         self._k_x500 = f"{prefix}:x500"
-        self._leases = NodeLeases(client, prefix, node_id, lease_ttl)
-        self._node_groups = NodeGroups(client, prefix, node_id)
-        self._conns = RedisConnections(client, prefix, node_id, self._leases.key)
-        self._connections = self._conns
-        self._scripts: dict[str, AsyncScript] = group_scripts(client)
+        self._bound = False
+        if client is not None:
+            self._bind(client)
         # (group base, below, take, mark) -> (version, first 500 expiry, last, n, more, rows)
         self._pages: dict[tuple[str, str, int, str], tuple[bytes, float, int, int, bool, bytes,
                                                            float]] = {}
@@ -181,8 +191,17 @@ class RedisPresenceStore(StoreBase):
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisPresenceStore:
-        client = aioredis.from_url(url, decode_responses=False, **client_options())
-        return cls(client, owns_client=True, **kwargs)
+        """A store on the Redis (or Redis Cluster) at ``url``, connected by ``start``."""
+        return cls(None, url=url, owns_client=True, **kwargs)
+
+    def _bind(self, client: AnyRedis) -> None:
+        self._r = client
+        self._leases = NodeLeases(client, self._prefix, self.node_id, self._lease_ttl)
+        self._node_groups = NodeGroups(client, self._prefix, self.node_id)
+        self._conns = RedisConnections(client, self._prefix, self.node_id, self._leases.key)
+        self._connections = self._conns
+        self._scripts = group_scripts(client)
+        self._bound = True
 
     # --- keys ------------------------------------------------------------------------
 
@@ -199,11 +218,15 @@ class RedisPresenceStore(StoreBase):
     async def _run_then(
         self, name: str, base: str, args: Sequence[Any], then: Callable[[Any], None]
     ) -> Any:
-        return await run_then(self._r, self._scripts[name], base, args, then)
+        return await script_then(self._r, self._scripts[name], [base], args, then)
 
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        if not self._bound:
+            assert self._url is not None
+            self._bind(await open_redis(self._url, decode_responses=False,
+                                        **client_options()))
         for script in (*self._scripts.values(), self._leases.script):
             script.sha = await self._r.script_load(script.script)  # fail fast
         now = self._clock()
@@ -218,6 +241,8 @@ class RedisPresenceStore(StoreBase):
             return
         self._closed = True
         await self._stop_background()
+        if not self._bound:  # never started
+            return
         try:
             if self._release_on_close and self._leases.deadline:
                 # A graceful shutdown takes this node's users offline at once.
@@ -229,14 +254,14 @@ class RedisPresenceStore(StoreBase):
 
     async def _refresh(self) -> None:
         if self._unsure:
-            await self._resync()
+            await self._resync("writes of its connections failed while Redis was unreachable")
             return
         if not await self._leases.refresh(self._clock()):
-            log.warning("presence node %s lost its lease; re-registering", self.node_id)
-            await self._node_groups.refile()
-            await self._conns.refile()
-            if self._on_lease_lost is not None:
-                await self._on_lease_lost()
+            # Claimed by a sweeper (we stalled past it), or lost by Redis (restarted empty,
+            # or from a snapshot older than our last refresh, with stale lists): either way
+            # what Redis holds of ours is not what we hold.
+            await self._resync("it lost its lease")
+            return
         await self._node_groups.unfile_idle()
 
     _outage_errors = UNREACHABLE
@@ -251,23 +276,25 @@ class RedisPresenceStore(StoreBase):
             self._unsure = True
             raise
 
-    async def _resync(self) -> None:
-        """Redis is back after writes of ours failed: a leave that never landed would keep
-        a member online for good, a join that landed unseen would never be left. So start
-        over as after a lost lease: remove every connection of this node (their members go
-        offline, as with a dead node) and have the gateway close them (4009); the clients
-        reconnect and rejoin, and the lists hold exactly who did."""
+    async def _resync(self, why: str) -> None:
+        """What Redis holds of this node's connections may be wrong: a leave that never
+        landed would keep a member online for good, a join that landed unseen would never
+        be left, a restored snapshot brings back members long gone. So start over: take
+        every connection of this node out of its groups (their members go offline, as with
+        a dead node) and have the gateway close those (4009); the clients reconnect and
+        rejoin, and the lists hold exactly who did. The registry of open connections
+        (query_online_status) is filed again from ours."""
         self._unsure = False
         now = self._clock()
         try:
-            gone = await self._cleanup_node(self.node_id, now)
+            gone = await self._leave_groups(self.node_id, now)
+            await self._conns.resync()
             await self._leases.register(now)
         except BaseException:
             self._unsure = True  # still unreachable: again at the next refresh
             raise
-        log.warning("presence node %s: writes to Redis failed while it was unreachable; "
-                    "its connections were removed and are closed (4009) to reconnect",
-                    self.node_id)
+        log.warning("presence node %s: %s; its connections were taken out of their groups "
+                    "and are closed (4009) to reconnect", self.node_id, why)
         await self._notify(gone)
         if self._on_lease_lost is not None:
             await self._on_lease_lost()
@@ -333,6 +360,10 @@ class RedisPresenceStore(StoreBase):
     async def _cleanup_node(self, node: str, now: float) -> list[Offline]:
         """Remove every connection ``node`` holds (it died, or it is us starting/closing)."""
         await self._conns.cleanup(node)
+        return await self._leave_groups(node, now)
+
+    async def _leave_groups(self, node: str, now: float) -> list[Offline]:
+        """Take ``node``'s connections out of every group it filed (``leave_node``)."""
         out: list[Offline] = []
         for ref in await self._node_groups.of(node):
             app, group, base = self._base_of_ref(ref)

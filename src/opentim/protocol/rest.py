@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 _HEADERS = [(b"content-type", b"application/json; charset=utf-8")]
 _MAX_RANDOM = 4294967295
 _now = ops_metrics.now
+_CODE = "opentim.error_code"  # the scope's note of a failed call's ErrorCode (for metrics)
 
 
 class RestEndpoint:
@@ -42,16 +43,13 @@ class RestEndpoint:
             return  # nobody to answer, and a cut-off body must not run as if it were whole
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         await send({"type": "http.response.body", "body": reply})
-        # (counted once answered; the command is looked up again, which costs less than
-        # passing it and the ErrorCode out of _respond)
-        params = scope["path_params"]
-        cmd = dispatch.COMMANDS.get((params["service"], params["command"]))
-        code = ops_metrics.error_code(reply)
+        # (counted once answered, by path and the ErrorCode _respond noted in the scope:
+        # no command or code passed around on the way)
+        code = scope.get(_CODE, 0)
         seconds = _now() - started
-        self.metrics.observe(cmd, code, seconds)
+        stats = self.metrics.observe(scope["path"], code, seconds)
         if self.access_log:
-            service, name = (cmd.service.name, cmd.name) if cmd else ops_metrics.UNKNOWN
-            log_request(scope, service, name, code, seconds)
+            log_request(scope, stats.service, stats.command, code, seconds)
 
     async def _respond(self, scope: dict[str, Any], receive: Any) -> bytes:
         cmd: dispatch.Command | None = None
@@ -81,6 +79,7 @@ class RestEndpoint:
             request = cmd.decode(doc)
             return envelope.ok(await cmd.handler(ctx, request))
         except errors.TimError as exc:
+            scope[_CODE] = exc.code
             if exc.__cause__ is not None or exc.__context__ is not None:
                 self.metrics.failed(exc, handled=True)  # (did the database or Redis fail?)
             return envelope.fail(exc.code, exc.info)
@@ -89,6 +88,7 @@ class RestEndpoint:
         except Exception as exc:
             self.metrics.failed(exc, handled=False)
             internal = cmd.service.internal_error if cmd else errors.GroupInternalError
+            scope[_CODE] = internal.code
             down = unreachable(exc)
             if down is not None:  # not a bug: no traceback, and the caller learns why
                 _outages.failed(down, scope.get("path"), exc)
@@ -157,14 +157,15 @@ def unreachable(exc: BaseException) -> str | None:
     and a text that names the dependency (docs/reliability.md), without a traceback.
     """
     import asyncpg
-    import redis.exceptions as redis_errors
     from sqlalchemy import exc as sa
+
+    from opentim.presence.client import UNREACHABLE as REDIS_UNREACHABLE
 
     seen: BaseException | None = exc
     for _ in range(8):  # a chain of causes, bounded
         if seen is None:
             return None
-        if isinstance(seen, (redis_errors.ConnectionError, redis_errors.TimeoutError)):
+        if isinstance(seen, REDIS_UNREACHABLE):
             return "Redis"
         if isinstance(seen, sa.DBAPIError) and (
                 seen.connection_invalidated or isinstance(seen, (sa.OperationalError,

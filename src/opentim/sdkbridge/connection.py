@@ -21,7 +21,6 @@ import contextlib
 import logging
 import secrets
 import uuid
-from collections import deque
 from typing import Any
 
 import msgspec
@@ -30,7 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from opentim import errors
 from opentim.domain import messages as message_rules
 from opentim.events import ConnectionStateChanged, Origin
-from opentim.gateway import transport
+from opentim.gateway.outbox import Outbox
 from opentim.gateway.rooms import LocalRooms
 from opentim.online import Presence
 from opentim.protocol.auth import authenticate_user
@@ -42,7 +41,6 @@ log = logging.getLogger(__name__)
 CLOSE_NORMAL = 1000
 CLOSE_HEARTBEAT_TIMEOUT = 4008
 CLOSE_TOO_SLOW = 4010
-CLOSE_KICKED = 4013
 # Reason (LocalRooms / gateway) -> the SDK's KickType.
 KICK_TYPES = {"MultiInstance": frames.KICK_MULTI_ACCOUNT, "Kicked": frames.KICK_REST_API,
               "AccountDeleted": frames.KICK_REST_API}
@@ -50,14 +48,12 @@ PLATFORM = "Web"  # the SDK's platform 7 (web, mini-programs, uni-app)
 HELLO_INTERVAL = 30  # seconds, the login reply's HelloInterval
 # Logins that may fail on one socket before it is closed (a client retrying a bad sig).
 MAX_FAILED_LOGINS = 5
-CLOSE_GRACE = 15.0
+# A socket that ends without a logout leaves its live groups remembered this long, so the
+# SDK reconnecting (it logs in again with its InstId, but joins nothing) is put back in them.
+REJOIN_WINDOW = 120.0
+MAX_REJOINED = 50
 
 _decode_json = msgspec.json.Decoder().decode
-
-
-class _Close(msgspec.Struct, frozen=True):
-    code: int
-    reason: str
 
 
 class SdkConnection:
@@ -75,12 +71,10 @@ class SdkConnection:
         self.open = True
         self._failed_logins = 0
         self._push_seq = 0
-        self._write_timeout = runtime.settings.gateway_write_timeout
-        self._transport = transport.transport_of(websocket)
-        self._outbox: deque[bytes | _Close] = deque()
-        self._outbox_bytes = 0
-        self._writer: asyncio.Task[None] | None = None
+        self._outbox = Outbox(websocket, write_timeout=runtime.settings.gateway_write_timeout,
+                              on_dropped=self._dropped)
         self._finishing = asyncio.Lock()
+        self._ending_groups: list[str] | None = None
 
     # --- who it is (Pushable, Caller) -----------------------------------------------------
 
@@ -128,7 +122,7 @@ class SdkConnection:
             self.push(*pushed)
 
     def offer_message(self, data: bytes, priority: int) -> None:
-        if message_rules.sheds(priority, self._outbox_bytes,
+        if message_rules.sheds(priority, self._outbox.queued_bytes,
                                self.runtime.settings.push_backlog_bytes):
             self.rooms.messages_shed += 1
             return
@@ -139,28 +133,37 @@ class SdkConnection:
         self.send(frames.push(servcmd, self._push_seq, self.sdkappid, events))
 
     async def removed_from(self, group_id: str, reason: str) -> None:
-        """Removed from the group (Kicked) or the group dismissed: leave its online list.
-        The SDK is not told (docs/tencent-sdk.md#what-does-not-work)."""
+        """Removed from the group (Kicked) or the group dismissed: leave its online list,
+        and tell the SDK with a group system notice."""
         presence = self._presence
-        if presence is not None and group_id in presence.groups:
+        if presence is None:
+            return
+        group_type = presence.groups.get(group_id)
+        if group_type is not None:
             await self.runtime.online.quit(presence, group_id, now=self.runtime.clock(),
                                            cause="Quit")
+        op_type = frames.REMOVAL_OPS.get(reason)
+        if op_type is not None and group_type is not None:
+            self.push(frames.MSG_PUSH, frames.removal_events(
+                group_id, group_type.value, op_type, now=int(self.runtime.clock())))
 
     async def kicked(self, reason: str) -> None:
         """Kicked (REST kick, account deleted, logged in once too often): leave every
-        online list, tell the SDK (KICKED_OUT) and close."""
+        online list, go offline and tell the SDK (KICKED_OUT)."""
         presence = self._presence
         if presence is None or not self.open:
             return
         self.push(frames.FORCE_OFFLINE, frames.kick_events(
             KICK_TYPES.get(reason, frames.KICK_REST_API)))
-        self.close(CLOSE_KICKED, "kicked")
-        await self._end_session("Disconnect", "LinkClose", cause="LinkClose")
+        # The socket stays open, logged out: the SDK logs out by itself (wslogout type 1).
+        # Closing it would make the SDK reconnect and log in again before it has handled
+        # the kick, pushing the newer connection out in turn.
+        await self._end_session("Disconnect", "LinkClose", cause="LinkClose", remember=False)
 
     def close(self, code: int, reason: str) -> None:
         if self.open:
             self.open = False
-            self._queue(_Close(code, reason))
+            self._outbox.put_close(code, reason)
 
     # --- writing ------------------------------------------------------------------------
 
@@ -168,59 +171,17 @@ class SdkConnection:
         if not self.open:
             return
         if self._outbox and \
-                self._outbox_bytes + len(data) > self.runtime.settings.push_backlog_bytes:
+                self._outbox.queued_bytes + len(data) > self.runtime.settings.push_backlog_bytes:
             self.rooms.slow_clients_closed += 1
             self._outbox.clear()
-            self._outbox_bytes = 0
             self.close(CLOSE_TOO_SLOW, "too slow: pushed events were not read")
             return
-        self._queue(data)
+        self._outbox.put(data)
 
-    def _queue(self, item: bytes | _Close) -> None:
-        self._outbox.append(item)
-        if isinstance(item, bytes):
-            self._outbox_bytes += len(item)
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_outbox())
-
-    async def _write_outbox(self) -> None:
-        try:
-            while self._outbox:
-                item = self._outbox.popleft()
-                async with asyncio.timeout(self._write_timeout):
-                    if isinstance(item, _Close):
-                        self._outbox.clear()
-                        await self.websocket.close(item.code, item.reason)
-                    else:
-                        self._outbox_bytes -= len(item)
-                        await self.websocket.send_bytes(item)
-        except TimeoutError:
-            self.rooms.slow_clients_closed += 1
-            self._drop()
-        except Exception:  # the client is gone or going
-            log.debug("writing to an SDK connection failed", exc_info=True)
-            self._drop()
-        finally:
-            self._writer = None
-
-    def _drop(self) -> None:
+    def _dropped(self, timed_out: bool) -> None:
         self.open = False
-        self._outbox.clear()
-        self._outbox_bytes = 0
-        transport.abort(self._transport)
-
-    async def _drain(self) -> None:
-        writer = self._writer
-        if writer is not None:
-            try:
-                async with asyncio.timeout(self._write_timeout):
-                    await asyncio.shield(writer)
-            except TimeoutError:
-                writer.cancel()
-                self._drop()
-        if self._transport is not None:
-            asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort,
-                                                  self._transport)
+        if timed_out:
+            self.rooms.slow_clients_closed += 1
 
     # --- reading ------------------------------------------------------------------------
 
@@ -252,7 +213,7 @@ class SdkConnection:
                 if timed_out:
                     self.close(CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout")
                 self.open = False
-                await self._drain()
+                await self._outbox.drain()
 
     # --- logging in and out -----------------------------------------------------------------
 
@@ -287,14 +248,82 @@ class SdkConnection:
                             origin=Origin(client_ip=self.client_ip, platform=PLATFORM))
         self._presence = presence
         self.usersig = usersig
-        self.instance_id = secrets.randbelow(1 << 31) + 1
+        rejoin = await self._taken_over(head.status_instid) or \
+            await self._remembered_groups(head.status_instid)
+        self.instance_id = head.status_instid if rejoin else secrets.randbelow(1 << 31) + 1
         runtime = self.runtime
         for older in self.rooms.register(self):
             await older.kicked("MultiInstance")
         await runtime.presence.add_connection(app.sdkappid, identifier, presence.conn_id,
                                               platform=PLATFORM)
         await self._connection_state("Login", "Register")
+        for group_id in rejoin:
+            try:
+                await self.join(group_id, now)
+            except errors.TimError as exc:  # dismissed, banned meanwhile: stays out
+                log.debug("SDK reconnect: not back in %s (%s)", group_id, exc.code)
         return self._login_reply(now)
+
+    async def join(self, group_id: str, now: float) -> None:
+        """Online in a live group, as the gateway's join_group."""
+        presence = self.presence
+
+        def entered() -> None:
+            self.rooms.enter(presence.sdkappid, group_id, self)
+
+        await self.runtime.online.join(presence, group_id, now=now, entered=entered)
+
+    def _rejoin_key(self, instance_id: int) -> str:
+        p = self.presence
+        return f"sdk-rejoin:{p.sdkappid}:{p.account}:{instance_id}"
+
+    async def _taken_over(self, instance_id: int) -> list[str]:
+        """The SDK reconnected while its old socket here is still open, or still ending
+        (it vanished without a close, or its end is in progress): end the old one, and
+        return the live groups it was in."""
+        if not instance_id:
+            return []
+        p = self.presence
+        for older in self.rooms.of_account(p.sdkappid, p.account):
+            if isinstance(older, SdkConnection) and older is not self and \
+                    older.instance_id == instance_id:
+                groups = older.live_groups()
+                older.close(CLOSE_NORMAL, "reconnected")
+                await older._end_session("Disconnect", "LinkClose", cause="LinkClose",
+                                         remember=False)
+                with contextlib.suppress(Exception):  # remembered meanwhile: not needed
+                    await self.runtime.guards.forget(self._rejoin_key(instance_id))
+                return groups
+        return []
+
+    def live_groups(self) -> list[str]:
+        """The live groups this connection is in, or was in when its end began."""
+        if self._ending_groups is not None:
+            return self._ending_groups
+        return [] if self._presence is None else list(self._presence.groups)[:MAX_REJOINED]
+
+    async def _remembered_groups(self, instance_id: int) -> list[str]:
+        """The live groups this SDK instance was in when its last socket ended."""
+        if not instance_id:
+            return []
+        key = self._rejoin_key(instance_id)
+        guards = self.runtime.guards
+        found = await guards.remember_first(key, "", REJOIN_WINDOW)
+        await guards.forget(key)
+        if not found:
+            return []
+        try:
+            groups = msgspec.json.decode(found, type=list[str])
+        except msgspec.DecodeError:
+            return []
+        return groups[:MAX_REJOINED]
+
+    async def _remember_groups(self) -> None:
+        groups = self.live_groups()
+        if groups:
+            await self.runtime.guards.update(self._rejoin_key(self.instance_id),
+                                             msgspec.json.encode(groups).decode(),
+                                             REJOIN_WINDOW)
 
     def _login_reply(self, now: float) -> dict[str, Any]:
         p = self.presence
@@ -310,15 +339,22 @@ class SdkConnection:
         """wslogout: leave every group, go offline; the socket stays open."""
         await self._end_session("Logout", "Unregister", cause="Quit")
 
-    async def _end_session(self, action: str, reason: str, *, cause: str) -> None:
+    async def _end_session(self, action: str, reason: str, *, cause: str,
+                           remember: bool = True) -> None:
         """Leave every group (``cause`` for the member-state change), go offline, and
         report the end (State.StateChange ``action``/``reason``); once per login."""
         async with self._finishing:
             presence = self._presence
             if presence is None:
                 return
+            # Taken before anything is awaited: a reconnect of this SDK instance finds it
+            # here while the groups are being left (_taken_over).
+            self._ending_groups = list(presence.groups)[:MAX_REJOINED]
             now = self.runtime.clock()
             try:
+                if action == "Disconnect" and remember:
+                    with contextlib.suppress(Exception):
+                        await self._remember_groups()
                 for group_id in presence.groups:
                     self.rooms.leave(presence.sdkappid, group_id, self)
                 await self.runtime.online.disconnect(presence, cause=cause, now=now)
@@ -326,6 +362,7 @@ class SdkConnection:
             finally:
                 self.rooms.unregister(self)
                 self._presence = None
+                self._ending_groups = None
                 with contextlib.suppress(Exception):
                     await self.runtime.presence.remove_connection(
                         presence.sdkappid, presence.account, presence.conn_id)

@@ -60,6 +60,7 @@ class Head(msgspec.Struct):
     usersig: str | None = None
     a2: str | None = None
     tinyid: int | str | None = None
+    status_instid: int = 0  # the InstId of the login this SDK instance had (reconnects)
 
 
 class Frame(msgspec.Struct):
@@ -178,6 +179,24 @@ def translate(frame: dict[str, Any], me: str) -> tuple[str, list[dict[str, Any]]
     if event == "c2c_message":
         return MSG_PUSH, [{"Event": EVENT_C2C, "C2cMsgArray": [c2c_message_item(frame, me)]}]
     return None
+
+
+# Group system notices' OpType (Tencent's): removed from the group, group dismissed.
+OP_KICKED = 4
+OP_DISMISSED = 5
+REMOVAL_OPS = {"Kicked": OP_KICKED, "GroupDestroyed": OP_DISMISSED}
+
+
+def removal_events(group_id: str, group_type: str, op_type: int, *,
+                   now: int) -> list[dict[str, Any]]:
+    """A group system notice (Event 5) that the account was removed from the group or the
+    group was dismissed."""
+    return [{"Event": 5, "GroupMsgArray": [{
+        "From_Account": "@TIM#SYSTEM", "ToGroupId": group_id, "GroupId": group_id,
+        "GroupInfo": {"GroupId": group_id, "GroupType": group_type},
+        "MsgSeq": 0, "MsgRandom": 0, "MsgTimeStamp": now,
+        "MsgBody": {"OpType": op_type, "Operator_Account": "administrator"},
+    }]}]
 
 
 def kick_events(kick_type: int) -> list[dict[str, Any]]:

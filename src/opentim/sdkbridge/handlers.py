@@ -24,6 +24,7 @@ import msgspec
 from opentim import errors
 from opentim.domain import profiles as profile_rules
 from opentim.domain.groups import Group, GroupType, Role
+from opentim.domain.marks import check_mark
 from opentim.domain.online import ONLINE_LIST_TYPES, page_request
 from opentim.gateway.commands import REGISTRY
 from opentim.presence import InvalidCursorError
@@ -37,7 +38,7 @@ Handler = Callable[[SdkConnection, frames.Head, dict[str, Any], float],
 SERVCMDS: dict[str, Handler] = {}
 # Calls answered before login too (the SDK fetches its configuration and reports
 # telemetry on its own schedule).
-BEFORE_LOGIN = {frames.LOGIN, "heartbeat.alive", "im_open_status.wshello"}
+BEFORE_LOGIN = {frames.LOGIN, frames.LOGOUT, "heartbeat.alive", "im_open_status.wshello"}
 
 # Answered with an empty success and nothing else (see the module's docstring), with the
 # few fields the SDK needs to end its paging.
@@ -91,6 +92,8 @@ async def handle(conn: SdkConnection, raw: bytes) -> None:
         log.debug("unreadable SDK frame: %s", exc.info)
         return  # no servcmd/seq to answer with
     head = frame.head
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("SDK call %s seq %s", errors.shown(head.servcmd, 80), head.seq)
     try:
         body = await dispatch(conn, head, frame.body)
     except errors.TimError as exc:
@@ -235,10 +238,7 @@ async def apply_join_group(conn: SdkConnection, head: frames.Head, body: dict[st
     group = await _group(conn, req.GroupId)
     presence = conn.presence
     if group.type in ONLINE_LIST_TYPES:
-        sdkappid = presence.sdkappid
-        await conn.runtime.online.join(
-            presence, group.group_id, now=now,
-            entered=lambda: conn.rooms.enter(sdkappid, group.group_id, conn))
+        await conn.join(group.group_id, now)
     elif not await conn.runtime.store.members.roles(presence.sdkappid, group.group_id,
                                                     [presence.account]):
         raise errors.NoPermission(
@@ -252,8 +252,9 @@ async def apply_join_group(conn: SdkConnection, head: frames.Head, body: dict[st
 @servcmd("group_open_http_svc.quit_group")
 async def quit_group(conn: SdkConnection, head: frames.Head, body: dict[str, Any],
                      now: float) -> dict[str, Any]:
-    """quitGroup of a joined AVChatRoom / Community online list (the gateway's
-    quit_group). Leaving a roster group is the app server's (REST delete_group_member)."""
+    """quitGroup of an AVChatRoom / Community online list (the gateway's quit_group; one
+    the connection is not in is left already). Leaving a roster group is the app
+    server's (REST delete_group_member)."""
     req = _parse(body, _GroupId)
     presence = conn.presence
     if req.GroupId not in presence.groups:
@@ -262,6 +263,9 @@ async def quit_group(conn: SdkConnection, head: frames.Head, body: dict[str, Any
             raise errors.NoPermission(
                 f"group {group.group_id!r} is a {group.type.value} group: members leave "
                 "it through the app's server (REST delete_group_member)")
+        # Not in it (never joined, or taken out by a ban): nothing to leave. Answered as
+        # done, so that the SDK forgets the room too.
+        return {"GroupId": group.group_id}
     await conn.runtime.online.quit(presence, req.GroupId, now=now)
     conn.rooms.leave(presence.sdkappid, req.GroupId, conn)
     return {"GroupId": req.GroupId}
@@ -389,8 +393,8 @@ async def get_group_member_info(conn: SdkConnection, head: frames.Head, body: di
          "NameCard": m.name_card, "ShutUpUntil": m.shut_up_until} for m in page]}
 
 
-async def _online_rows(conn: SdkConnection, group: Group, *,
-                       cursor: int) -> tuple[list[dict[str, Any]], int]:
+async def _online_rows(conn: SdkConnection, group: Group, *, cursor: int,
+                       mark: int | None = None) -> tuple[list[dict[str, Any]], int]:
     """A page of the AVChatRoom's online list (get_members' rows) and the next cursor,
     for a connection in the room (or the owner, or an App admin)."""
     presence = conn.presence
@@ -400,9 +404,9 @@ async def _online_rows(conn: SdkConnection, group: Group, *,
         raise errors.NoPermission(f"join group {group.group_id!r} before listing it")
     first, limit, cap = page_request(app.has_online_member_list, cursor)
     try:
-        page = await conn.runtime.presence.page(presence.sdkappid, group.group_id,
-                                                cursor=first, limit=limit, cap=cap,
-                                                now=conn.runtime.clock())
+        page = await conn.runtime.presence.page(
+            presence.sdkappid, group.group_id, cursor=first, limit=limit, cap=cap,
+            mark=None if mark is None else check_mark(mark), now=conn.runtime.clock())
     except InvalidCursorError:
         raise errors.InvalidParameter(f"{cursor} is not a cursor this server returned") \
             from None
@@ -411,7 +415,8 @@ async def _online_rows(conn: SdkConnection, group: Group, *,
 
 class _GetMembers(msgspec.Struct):
     GroupId: str
-    Timestamp: int = 0
+    Timestamp: int = 0  # the SDK's offset
+    Mark: int | None = None  # the SDK's filter
 
 
 @servcmd("group_open_avchatroom_http_svc.get_members")
@@ -423,10 +428,12 @@ async def get_members(conn: SdkConnection, head: frames.Head, body: dict[str, An
     group = await _group(conn, req.GroupId)
     if group.type is not GroupType.AVCHATROOM:
         raise errors.InvalidParameter(f"group {group.group_id!r} is not an AVChatRoom")
-    rows, cursor = await _online_rows(conn, group, cursor=max(0, req.Timestamp))
+    rows, cursor = await _online_rows(conn, group, cursor=max(0, req.Timestamp),
+                                      mark=req.Mark or None)
     return {"MemberList": rows, "NextTimestamp": cursor}
 
 
+@servcmd("group_open_http_svc.get_online_member_num")
 @servcmd("group_open_avchatroom_http_svc.get_online_member_num")
 async def get_online_member_num(conn: SdkConnection, head: frames.Head, body: dict[str, Any],
                                 now: float) -> dict[str, Any]:

@@ -49,8 +49,10 @@ async function request(method, path, body) {
     throw new ApiError(-1, `HTTP ${response.status}`, response.status);
   }
   if (response.status === 401 && path !== "login") {
+    // (only a session that was open has ended: a first visit is just not logged in yet)
+    const ended = session.info !== null;
     setSession(null);
-    for (const fn of listeners) fn(doc);
+    if (ended) for (const fn of listeners) fn(doc);
   }
   if (doc.ErrorCode !== 0) {
     throw new ApiError(doc.ErrorCode, doc.ErrorInfo || "", response.status, doc);

@@ -136,7 +136,8 @@ async function start() {
   try {
     loggedIn(await get("session"));
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) showLogin(null);
+    // (no session at all, 70002, needs no banner; an expired one says so)
+    if (err instanceof ApiError && err.status === 401) showLogin(err.code === 70002 ? null : err);
     else showLogin(err);
   }
 }

@@ -40,6 +40,7 @@ export async function roomPage(main, groupId) {
   let firstPage = true;
   let nextTimestamp = 0;
   let refetchTimer = null;
+  let reads = 0; // get_members reads started: only the latest one's answer is shown
 
   function marksText(account) {
     const held = marks.get(account);
@@ -101,7 +102,9 @@ export async function roomPage(main, groupId) {
   async function loadPage(timestamp) {
     const body = { GroupId: groupId, Timestamp: timestamp };
     if (filter !== null) body.Mark = filter;
+    const read = ++reads;
     const reply = await rest(`${AV}/get_members`, body);
+    if (read !== reads) return; // a later read is under way: its answer is newer
     clear(list);
     rows.clear();
     for (const m of reply.MemberList || []) {
@@ -344,6 +347,9 @@ export async function roomPage(main, groupId) {
           status.dataset.state = "live";
           typeLabel.textContent = frame.Type;
           onlineCount.textContent = String(frame.Online);
+          // Whoever joined before the socket entered the room is in no members_changed
+          // (the first read may have been answered before that): read the page again.
+          if (firstPage) loadPage(0).catch(showError);
           break;
         case "tick":
           onlineCount.textContent = String(frame.Online);
