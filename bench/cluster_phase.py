@@ -1,20 +1,20 @@
 """The Redis Cluster phase: the same presence work on a local 3-master Redis Cluster and on
 one Redis, in the same run, paired round by round.
 
-Two OpenTIM servers (core 0), each with its own SQLite file: one with ``--redis`` at the
-run's Redis database (``--redis-url``), one with ``--redis`` at a node of a Redis Cluster
-this phase starts (three ``redis-server --cluster-enabled yes`` on free loopback ports,
-joined by ``redis-cli --cluster create``, through tests/helpers/redis_cluster.py) and
-stops at its end. Each holds the same 1,000 members online in one AVChatRoom through real
-gateway connections (bench/clients.py hold, core 1), 500 of them with Mark 1000; then
-``get_members`` (plain and Mark 1000) under wrk and gateway join + quit churn run on the
-cluster, each against the same on one Redis.
+The phase starts both Redis setups itself, the same way (tests/helpers/redis_cluster.py:
+``redis-server`` on free loopback ports, nothing persisted): three masters joined by
+``redis-cli --cluster create``, and one plain ``redis-server``, so neither shares its Redis
+with anything else (the run's ``--redis-url`` database is not used here); it stops them
+at its end. Two OpenTIM servers (core 0), each with its own SQLite file, one with
+``--redis`` at a node of the cluster and one at the single Redis, each hold the same 1,000
+members online in one AVChatRoom through real gateway connections (bench/clients.py hold,
+core 1), 500 of them with Mark 1000; then ``get_members`` (plain and Mark 1000) under wrk
+and gateway join + quit churn run on the cluster, each against the same on one Redis.
 
 A group's keys share one hash slot, so one group lives on one master: the cluster rows
-price what the cluster client adds per call (slot routing, a connection pool per master,
-the set_marks follow-up on its own round trip), not a spread of one room's load. The Redis
-servers are not pinned (neither is the single one); the cluster's three share the
-machine's cores with everything else.
+price what the cluster client costs per call (slot routing, a connection pool per master,
+the follow-ups that take a round trip of their own), not a spread of one room's load. No
+Redis server is pinned; they share the machine's cores with everything else.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import json
 import os
 import sys
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from backends import Backend
 from presence_phase import churn_probe
@@ -56,33 +56,34 @@ def phase_cluster(suite: Suite) -> None:
     """presence on a local 3-master Redis Cluster against one Redis: get_members and
     gateway churn"""
     rows = {special: suite.row(special, "redis-cluster") for special in ROWS}
-    if not suite.db.redis_url:
-        for row in rows.values():
-            row.status = "skipped: no Redis for the baseline"
-        return
     clusters = local_cluster_module()
-    try:
-        cluster = clusters.LocalCluster.start()
-    except clusters.ClusterUnavailable as exc:
-        if os.environ.get("OPENTIM_REQUIRE_SERVICES") == "1":
-            raise BenchError(f"no local Redis Cluster: {exc} (OPENTIM_REQUIRE_SERVICES=1)"
-                             ) from None
-        suite.note(f"skipped the Redis Cluster rows: {exc}")
-        for row in rows.values():
-            row.status = "skipped: no Redis Cluster"
-        return
-    try:
+    started: list[Any] = []
+    try:  # whatever happens (a signal too), what was started is stopped
+        try:
+            started.append(clusters.LocalCluster.start())
+            started.append(clusters.LocalCluster.start(cluster_mode=False))
+        except clusters.ClusterUnavailable as exc:
+            if os.environ.get("OPENTIM_REQUIRE_SERVICES") == "1":
+                raise BenchError(f"no local Redis Cluster: {exc} "
+                                 "(OPENTIM_REQUIRE_SERVICES=1)") from None
+            suite.note(f"skipped the Redis Cluster rows: {exc}")
+            for row in rows.values():
+                row.status = "skipped: no Redis Cluster"
+            return
+        cluster, single = started
         suite.note(f"Redis Cluster: 3 masters on 127.0.0.1 ports "
-                   f"{', '.join(map(str, cluster.ports))} (started and stopped by the run)")
-        measure(suite, rows, cluster.url)
+                   f"{', '.join(map(str, cluster.ports))}, its baseline one Redis on port "
+                   f"{single.ports[0]} (both started and stopped by the run)")
+        measure(suite, rows, cluster.url, single.url)
     finally:
-        suite.procs.stop()  # the servers first: they write to the cluster until they stop
-        cluster.stop()
+        suite.procs.stop()  # the servers first: they write to Redis until they stop
+        for redis in started:
+            redis.stop()
 
 
-def measure(suite: Suite, rows: dict[str, Row], cluster_url: str) -> None:
+def measure(suite: Suite, rows: dict[str, Row], cluster_url: str, single_url: str) -> None:
     backends = {"single": Backend("one Redis", f"sqlite:///{suite.tmp}/single.db",
-                                  1400000700, redis=suite.db.redis_url),
+                                  1400000700, redis=single_url),
                 "cluster": Backend("Redis Cluster", f"sqlite:///{suite.tmp}/cluster.db",
                                    1400000800, redis=cluster_url)}
     prefix, count = HELD[AV]

@@ -4,8 +4,9 @@ room, and the sender whose messages they receive.
 The connections are plain asyncio protocols speaking the client protocol
 (docs/client-protocol.md) on a minimal WebSocket implementation of their own: the HTTP
 upgrade, unmasked server frames parsed in place, masked client frames, pongs. Each one
-opens ``GET /gateway?sdkappid&identifier&usersig``, waits for the ``connected`` frame and
-sends ``{"cmd":"join_group","GroupId":…}``; heartbeats go out every HeartbeatTimeout / 3.
+opens ``GET /gateway?sdkappid&identifier&usersig`` and waits for the ``connected`` frame;
+once all are open, each sends ``{"cmd":"join_group","GroupId":…}`` (all at once) and
+waits for its reply; heartbeats go out every 10 s (HeartbeatTimeout / 3).
 ``opentim.client`` is not used: at 10,000 connections its per-frame cost would make the
 client, not the server, the thing measured.
 

@@ -60,6 +60,8 @@ def fill(db_url: str, sdkappid: int, pair: tuple[str, str], *, first: int, count
                 insert = (f"INSERT INTO c2c_messages ({', '.join(COLUMNS)}) VALUES "
                           f"({', '.join('?' * len(COLUMNS))})")
                 conn.executemany(insert, records)
+            # Fold the write-ahead log back into the database, as a settled one would be.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.close()
         return

@@ -1,8 +1,8 @@
 """The phases that need no held gateway members: REST on SQLite and PostgreSQL (1, with the
-admin_getroammsg row), idle gateway connections (4), the presence store in process (5) and
-bench/import_members.py (6). Phase 2 is in bench/presence_phase.py, phase 3 in
-bench/messages_phase.py. Each is a function of the run's Suite; its docstring is what the
-run prints when the phase starts."""
+admin_getroammsg row), idle gateway connections (5), the presence store in process (6) and
+bench/import_members.py (7). Phase 2 is in bench/presence_phase.py, phase 3 in
+bench/messages_phase.py, phase 4 in bench/cluster_phase.py. Each is a function of the run's
+Suite; its docstring is what the run prints when the phase starts."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def measure_history(suite: Suite, b: Backend, row: Any) -> None:
         raise BenchError(f"admin_getroammsg on {b.name}: not a page of {HISTORY_PAGE}: "
                          f"{answer[:300]!r}")
     probe = suite.wrk_probe(f"{call.path} on {b.name}", b.url(call), [call], [answer],
-                            b.server)
+                            b.server, row.scenario.connections)
     row.base_label = "the same call at 10k stored messages"
     seconds, rounds = suite.args.seconds, suite.args.rounds
 
@@ -106,7 +106,7 @@ def measure_history(suite: Suite, b: Backend, row: Any) -> None:
                f"rounds at 10k stored first, then at {count:,}, not alternated")
 
 
-# --- phase 4: idle connections -------------------------------------------------------
+# --- phase 5: idle connections -------------------------------------------------------
 
 
 def phase_idle(suite: Suite) -> None:
@@ -155,7 +155,7 @@ def hold_memory(suite: Suite, server: Server, gateway: list[str], count: int) ->
     return (after - before) / count
 
 
-# --- phase 5: the presence store at 100k members -------------------------------------
+# --- phase 6: the presence store at 100k members -------------------------------------
 
 
 def phase_store(suite: Suite) -> None:
@@ -207,7 +207,7 @@ def phase_store(suite: Suite) -> None:
         page_row.base_label = "the same page at 500 members"
 
 
-# --- phase 6: import_group_member ----------------------------------------------------
+# --- phase 7: import_group_member ----------------------------------------------------
 
 
 def phase_imports(suite: Suite) -> None:

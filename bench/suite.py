@@ -18,9 +18,9 @@ phases, each stopping what it started before the next begins:
    AVChatRoom of 1,000 and 10,000 raw WebSocket connections (bench/fanout.py), 1,000 over
    two processes on Redis, and 100 messages/s into 1,000; baseline: bench/bare_ws.py, a
    bare uvicorn WebSocket server broadcasting the same frame. Quick mode: 1,000 only.
-4. Redis Cluster (bench/cluster_phase.py): a local 3-master cluster the phase starts and
-   stops; get_members and gateway churn on 1,000 held members, the server on the cluster
-   against the same server on one Redis (the run's --redis-url database).
+4. Redis Cluster (bench/cluster_phase.py): a local 3-master cluster and one plain Redis,
+   both started and stopped by the phase; get_members and gateway churn on 1,000 held
+   members, the server on the cluster against the same server on the one Redis.
 5. Idle gateway connections (10k; 1k quick): server memory per connection against a bare
    WebSocket app.
 6. The presence store in process: memory per member and page latency at 100k members (10k

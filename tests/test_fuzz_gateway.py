@@ -13,7 +13,8 @@ with the frame's id echoed when the server echoes ids, or the connection is clos
 the code docs/client-protocol.md §7 gives for it (1009 for a frame past 128 KiB, 1000
 after a logout). Nothing logs an error or a traceback, and another connection of the app
 keeps answering throughout. On both presence backends and both databases.
-``OPENTIM_FUZZ_EXAMPLES`` (default 100) frames per command and configuration.
+``OPENTIM_FUZZ_EXAMPLES`` (default 100) frames per command and configuration: 400 per
+command in all, about 80 s on a busy 2-core machine.
 """
 
 from __future__ import annotations
@@ -62,7 +63,12 @@ REPLY_TIMEOUT = 10.0
 
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
                 suppress_health_check=list(HealthCheck))
-pytestmark = pytest.mark.timeout(max(600, EXAMPLES * 3))
+pytestmark = [
+    pytest.mark.timeout(max(600, EXAMPLES * 3)),
+    # Hypothesis generates in a worker thread while the server's own code on the event
+    # loop's thread uses `random` (RestClient's random=, jitter): not the strategies.
+    pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies"),
+]
 
 
 @pytest.fixture
@@ -168,8 +174,12 @@ class FrameCheck:
                 message = encoded(payload).decode()
         since = len(self.caplog.records)
         ws = await clients.get(account)
-        await ws.send(message)
-        reply = await _reply(ws)
+        try:
+            await ws.send(message)
+        except ConnectionClosed:  # closed (1009) while a large frame was still going out
+            reply = None
+        else:
+            reply = await _reply(ws)
         too_big = len(encoded(payload)) > clients.live.runtime.settings.max_frame_bytes
         if reply is None:
             clients.closed(account)

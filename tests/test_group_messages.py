@@ -343,8 +343,9 @@ async def test_expired_history_is_deleted_by_edition_or_setting(server: Server, 
                 await client.ok(SEND, {"GroupId": groups[name], "Random": age_days,
                                        "MsgBody": text()})
                 server.clock.pinned += age_days * day
-    # premium keeps 30 days, standard 7 (Tencent's roaming windows)
-    assert await runtime.retention.run_once() == 3
+    # premium keeps 30 days, standard 7 (Tencent's roaming windows); at least these three
+    # went (a shared PostgreSQL database may hold other tests' old messages too)
+    assert await runtime.retention.run_once() >= 3
     assert await history_rows(server, app.sdkappid, groups["premium"]) == 2
     assert await history_rows(server, standard_app.sdkappid, groups["standard"]) == 1
     # seqs are not reused and nothing else changes: the next message continues the count

@@ -161,6 +161,7 @@ async def test_a_non_member_cannot_send_to_a_roster_group_from_the_gateway(live)
             assert refused.value.code == 10007, fields  # stored or not, members only
         await nothing_more(m)
         await m.send_group_message(group_id, text("ok"))
+        await asyncio.sleep(0.2)  # "ok" has gone out (a group's first message waits 50 ms)
         # the sender's other connections hear it (the sending one has its reply)
         async with live.connect(tim_app(live, tim), "m") as m2:
             await m.send_group_message(group_id, text("again"))

@@ -2,7 +2,8 @@
 
 A hypothesis state machine connects users to either process (real gateway sessions),
 joins and quits live groups, sets and deletes marks and robots through either process's
-REST API, closes client connections, and kills one process once. After every step each
+REST API, closes client connections, and kills one process once (at a random step, or at
+the end of a run that did not). After every step each
 living process's ``get_members`` (the plain list in its order, and the list of each
 mark) and ``get_online_member_num`` must match a plain model of the contract
 (presence/contract.py): a member is listed while one of its connections is in the group
@@ -15,7 +16,7 @@ listed), and leaves its client sockets open but unused. The survivor's clock is 
 moved past the lease (15 s), so its own sweep evicts the dead process's connections:
 the model expects them gone (mark-500 holders stay, with only 500) within a bound.
 
-``OPENTIM_STATEFUL_EXAMPLES`` (default 6) runs of up to 30 steps each; derandomized.
+``OPENTIM_STATEFUL_EXAMPLES`` (default 25) runs of up to 30 steps, about 40 s; derandomized.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -61,14 +63,14 @@ from tests.helpers import (
 )
 
 AV = "group_open_avchatroom_http_svc"
-EXAMPLES = int(os.environ.get("OPENTIM_STATEFUL_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("OPENTIM_STATEFUL_EXAMPLES", "25"))
 STEPS = 30
 LEASE_TTL = 15.0  # RedisPresenceStore's default: the survivor's clock moves past it
 USERS = ("u0", "u1", "u2")
 ROBOTS = ("r0",)
 ACCOUNTS = USERS + ROBOTS
 MARKS = (500, 600, 1000, 1001)
-GROUPS = 1
+GROUPS = 1  # (the machine takes more; two halve the interactions a run of 30 steps sees)
 SETTLE = 10.0  # bound for what is applied after the step returns (closes, the sweep)
 
 T = TypeVar("T")
@@ -235,7 +237,12 @@ class PresenceMachine(RuleBasedStateMachine):
         return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result(60)
 
     def teardown(self) -> None:
-        self.run(self.cluster.stop())
+        try:
+            if self.cluster.alive[1] and self.ran:
+                self._count("kill at the end")
+                self._kill()
+        finally:
+            self.run(self.cluster.stop())
 
     # --- helpers ---
 
@@ -271,8 +278,19 @@ class PresenceMachine(RuleBasedStateMachine):
 
     # --- rules ---
 
+    @initialize(accounts=st.lists(st.sampled_from(USERS), min_size=1, max_size=2,
+                                  unique=True))
+    def members_on_the_process_to_kill(self, accounts: list[str]) -> None:
+        """Process 1 starts with members in the group, so that a kill evicts someone."""
+        for account in accounts:
+            self.numbers += 1
+            conn = self.run(self.cluster.connect(self.numbers, account, 1))
+            self.run(conn.session.join_group(self.cluster.groups[0]))
+            conn.groups.add(0)
+            self.model.join(0, account, conn.number)
+
     @precondition(lambda self: len(self._usable()) < 8)
-    @rule(account=st.sampled_from(USERS), server=st.integers(0, 1),
+    @rule(account=st.sampled_from(USERS), server=st.sampled_from((1, 0)),
           groups=st.sets(st.integers(0, GROUPS - 1)))
     def connect(self, account: str, server: int, groups: set[int]) -> None:
         """A new connection, which joins some groups at once."""
@@ -373,12 +391,16 @@ class PresenceMachine(RuleBasedStateMachine):
         else:
             self.model.delete_marks(g, items)
 
-    @precondition(lambda self: self.cluster.alive[1] and sum(self.ran.values()) >= 8)
+    @precondition(lambda self: self.cluster.alive[1] and sum(self.ran.values()) >= 5)
     @rule()
     def kill(self) -> None:
         """Process 1 dies: no lease renewal, no cleanup; process 0 evicts its users once
-        the lease ran out (its clock moves past it)."""
+        the lease ran out (its clock moves past it). A run that did not kill it does at
+        its end (``teardown``)."""
         self._count("kill")
+        self._kill()
+
+    def _kill(self) -> None:
         self.cluster.alive[1] = False
         self.run(self.cluster.servers[1].runtime.presence.close())  # releases nothing
         # Within the lease nothing changed: the dead process's users are still listed.
@@ -387,7 +409,8 @@ class PresenceMachine(RuleBasedStateMachine):
         for conn in [c for c in self.cluster.conns.values() if c.server == 1]:
             for g in conn.groups:
                 self.model.leave(g, conn.account, conn.number)
-                self._count("(connections in a group when killed)")
+                STEPS_RUN["(in a group on the killed process)"] = \
+                    STEPS_RUN.get("(in a group on the killed process)", 0) + 1
         self.cluster.servers[0].clock.advance(LEASE_TTL + 1)
         self.run(self._settled(SETTLE))
 

@@ -175,6 +175,7 @@ class Runtime:
         await self.db.migrate()
         await self.apps.start()
         await self.presence.start()  # it runs its own background sweep
+        await self.guards.start()  # (Redis: its client, a Redis Cluster's if it is one)
         self.retention.start()
 
     async def close(self) -> None:

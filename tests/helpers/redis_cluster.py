@@ -6,15 +6,18 @@ ports (their cluster bus ports, +10000, free too), joins them with
 node reports ``cluster_state:ok``; ``stop()`` shuts the servers down (by the pids they
 wrote) and removes their directory. Nothing is persisted (``--save "" --appendonly no``).
 
-Standard library only, and no import of the ``tests`` package, so the bench can load this
-file by its path. When ``redis-server`` / ``redis-cli`` are missing or the cluster does
-not form, ``start`` raises ``ClusterUnavailable`` with the reason; the fixture in
-tests/conftest.py turns that into a visible skip (a failure with
-OPENTIM_REQUIRE_SERVICES=1).
+``LocalCluster.start(cluster_mode=False)`` starts one plain ``redis-server`` the same way
+(the bench's single-Redis baseline). Standard library only at import, and no import of the
+``tests`` package, so the bench can load this file by its path. When ``redis-server`` /
+``redis-cli`` are missing (or older than 7) or the cluster does not form, ``start`` raises
+``ClusterUnavailable`` with the reason; the ``redis_cluster`` fixture in tests/conftest.py
+turns that into a visible skip (a failure with OPENTIM_REQUIRE_SERVICES=1). The servers
+are also stopped when the interpreter exits, if nobody did.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import random
@@ -77,11 +80,13 @@ def server_version() -> tuple[int, ...] | None:
 
 
 class LocalCluster:
-    """Three masters on loopback; ``url`` names the first (any node would do)."""
+    """Three masters on loopback; ``url`` names the first (any node would do). With
+    ``cluster_mode=False``: one standalone Redis."""
 
-    def __init__(self, ports: list[int], directory: Path) -> None:
+    def __init__(self, ports: list[int], directory: Path, cluster_mode: bool = True) -> None:
         self.ports = ports
         self.dir = directory
+        self.cluster_mode = cluster_mode
 
     @property
     def url(self) -> str:
@@ -92,7 +97,8 @@ class LocalCluster:
         return [f"redis://127.0.0.1:{p}/0" for p in self.ports]
 
     @classmethod
-    def start(cls, masters: int = MASTERS, timeout: float = 30.0) -> LocalCluster:
+    def start(cls, masters: int = MASTERS, timeout: float = 30.0, *,
+              cluster_mode: bool = True) -> LocalCluster:
         version = server_version()
         if version is None or shutil.which("redis-cli") is None:
             raise ClusterUnavailable("redis-server / redis-cli are not installed")
@@ -101,10 +107,11 @@ class LocalCluster:
                                      "than 7 (OpenTIM needs Redis >= 7)")
         last = ""
         for _attempt in range(3):  # a port taken between probing and binding: again
-            cluster = cls(free_cluster_ports(masters),
-                          Path(tempfile.mkdtemp(prefix="opentim-cluster-")))
+            cluster = cls(free_cluster_ports(masters if cluster_mode else 1),
+                          Path(tempfile.mkdtemp(prefix="opentim-cluster-")), cluster_mode)
             try:
                 cluster._launch(timeout)
+                atexit.register(cluster.stop)  # also if the caller never gets to stop it
                 return cluster
             except ClusterUnavailable as exc:
                 last = str(exc)
@@ -113,10 +120,11 @@ class LocalCluster:
 
     def _launch(self, timeout: float) -> None:
         for port in self.ports:
+            mode = (["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                     "--cluster-node-timeout", "5000"] if self.cluster_mode else [])
             done = subprocess.run([
-                "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
-                "--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no",
+                "redis-server", "--port", str(port), "--bind", "127.0.0.1", *mode,
+                "--save", "", "--appendonly", "no",
                 "--dir", str(self.dir), "--daemonize", "yes",
                 "--pidfile", str(self.dir / f"redis-{port}.pid"),
                 "--logfile", str(self.dir / f"redis-{port}.log")],
@@ -131,6 +139,8 @@ class LocalCluster:
                     raise ClusterUnavailable(f"redis-server on port {port} never answered; "
                                              f"see {self.dir}/redis-{port}.log")
                 time.sleep(0.05)
+        if not self.cluster_mode:
+            return
         nodes = [f"127.0.0.1:{p}" for p in self.ports]
         done = subprocess.run(["redis-cli", "--cluster", "create", *nodes,
                                "--cluster-replicas", "0", "--cluster-yes"],

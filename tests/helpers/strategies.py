@@ -8,7 +8,7 @@ the msgspec request Structs, filled with the IDs of a small world, and their mut
   branches.
 - ``mutated(docs)``: the same documents broken one way each: a value of the wrong type,
   a NUL, a huge integer, a long string, deep nesting, an unknown field, a missing field,
-  emptied lists, or bytes that are not a JSON object at all.
+  emptied lists, a list of up to 40,000 items, or bytes that are not a JSON object.
 - ``payloads(struct, world)``: mostly the first, sometimes the second: what a fuzz test
   sends (a document to encode, or raw bytes). ``frames(cmd, struct, world)``: the same
   for gateway frames.
@@ -428,7 +428,8 @@ def _emptied(doc: Json) -> Json:
 
 
 def raw_garbage(doc: Json) -> Strategy[bytes]:
-    """Bodies (or frames) that are not one JSON object: ``doc`` cut or spoiled, or junk."""
+    """Bodies (or frames) that are not a well-formed JSON object (``doc`` cut off or
+    spoiled, or junk), or that nest around the decoder's limit."""
     encoded = msgspec.json.encode(doc)
     depth = st.sampled_from((950, 1000, 1100, 5000, 100_000))
     with_deep_field = (lambda d: encoded[:-1] + b',"Deep":' + b"[" * d + b"]" * d + b"}") \
@@ -448,7 +449,19 @@ def raw_garbage(doc: Json) -> Strategy[bytes]:
     )
 
 
-MUTATIONS = ("retype", "nul", "huge", "long", "deep", "unknown", "drop", "empty", "raw")
+MUTATIONS = ("retype", "nul", "huge", "long", "deep", "unknown", "drop", "empty", "many",
+             "raw")
+# Lists longer than any limit: past the per-call caps (100, 300, 500, 6000) and past the
+# databases' bound-parameter limits (32766 in SQLite, 32767 in asyncpg).
+MANY = (101, 301, 501, 6001, 40_000)
+
+
+def _many(items: list[Json], n: int) -> list[Json]:
+    """``n`` items like ``items[0]``: distinct strings when it is one, else copies."""
+    first = items[0] if items else "x"
+    if isinstance(first, str):
+        return [f"{first[:8]}{i}" for i in range(n)]
+    return [first] * n
 
 
 @st.composite
@@ -483,6 +496,9 @@ def mutated(draw: st.DrawFn, docs: Strategy[dict[str, Json]]) -> Json | bytes:
         return out
     if kind == "empty":
         return _emptied(doc)
+    if kind == "many" and (lists := [p for p, v in every if isinstance(v, list)]):
+        path = draw(st.sampled_from(lists))
+        return replaced(doc, path, _many(_get(doc, path), draw(st.sampled_from(MANY))))
     if kind == "raw":
         return draw(raw_garbage(doc))
     # "unknown", and every kind the document has nothing for

@@ -121,6 +121,16 @@ async def store(backend: Any) -> PresenceStore:
     return await backend.make()
 
 
+@pytest_asyncio.fixture(loop_scope="function")
+async def cluster_backend(request: pytest.FixtureRequest) -> AsyncIterator[RedisBackend]:
+    """The Redis store on the local cluster only (slot layout, client selection)."""
+    b = await _cluster_backend(request)
+    try:
+        yield b
+    finally:
+        await b.cleanup()
+
+
 @pytest_asyncio.fixture(loop_scope="function", params=["redis", "redis-cluster"])
 async def redis_backend(request: pytest.FixtureRequest) -> AsyncIterator[RedisBackend]:
     """Redis only, for the crash-recovery tests that have no memory counterpart."""

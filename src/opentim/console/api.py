@@ -40,7 +40,7 @@ from opentim.domain.accounts import check_user_id
 from opentim.domain.apps import App, Edition
 from opentim.events import Origin
 from opentim.gateway.rooms import LocalRooms
-from opentim.protocol import body, dispatch, envelope
+from opentim.protocol import body, dispatch, envelope, rest
 from opentim.runtime import Context, Runtime
 from opentim.webhooks.payloads import CALLBACK_COMMANDS
 
@@ -375,30 +375,7 @@ class ConsoleApi:
 
 
 async def run_command(ctx: Context, service: str, name: str, raw: bytes | None) -> bytes:
-    """One REST command as ``protocol/rest.py`` runs it once the caller is known: look it
-    up, rate-limit, check the body, decode, run; the reply as REST encodes it."""
-    cmd: dispatch.Command | None = None
-    runtime = ctx.runtime
-    try:
-        cmd = dispatch.lookup(service, name)
-        app = ctx.app
-        rate = max(1, int(app.rate_limit * cmd.rate_factor)) if app.rate_limit else 0
-        if not runtime.rate_limiter.allow(ctx.sdkappid, cmd.key, rate, ctx.now):
-            raise errors.RestRateLimited(
-                f"{cmd.name} is limited to {rate} calls per second for app {ctx.sdkappid}")
-        if raw is None:
-            raise errors.HttpParseError(
-                f"request body exceeds {runtime.settings.max_body_bytes} bytes")
-        doc = body.parse_object(raw)
-        nul_at = body.nul_path(raw, doc)
-        if nul_at is not None:
-            raise cmd.service.invalid_parameter(
-                f"invalid request: a string holds U+0000 (NUL) at `{nul_at}`")
-        request = cmd.decode(doc)
-        return envelope.ok(await cmd.handler(ctx, request))
-    except errors.TimError as exc:
-        return envelope.fail(exc.code, exc.info)
-    except Exception:
-        log.exception("unhandled error in console command %s/%s", service, name)
-        internal = cmd.service.internal_error if cmd else errors.GroupInternalError
-        return envelope.fail(internal.code, "internal server error, try again")
+    """One REST command exactly as ``protocol/rest.py`` runs it once the caller is known."""
+    reply, _ = await rest.run_command(ctx, service, name, raw,
+                                      where=f"console {service}/{name}")
+    return reply

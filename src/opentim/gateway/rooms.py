@@ -104,6 +104,10 @@ RoomEvent = (MemberState | MarksNow | Removed | AccountsGone | Joined | GroupFra
 # A group message that arrives ahead of its predecessor (sent concurrently, or relayed by
 # another process) waits this long for the gap to fill before it goes out anyway.
 REORDER_HOLD = 0.2
+# The first message this process sees of a group (or of a group quiet long enough to be
+# forgotten) has no predecessor to wait for: it waits this long for messages sent just
+# before it (concurrently, or relayed from another process) so they go out first.
+FIRST_HOLD = 0.05
 REORDER_MAX_HELD = 1000  # per group; past it the held messages go out at once
 
 
@@ -315,17 +319,18 @@ class LocalRooms:
 
     def _in_order(self, frame: GroupFrame) -> None:
         """Hand a group message out in MsgSeq order: one ahead of a gap waits (at most
-        REORDER_HOLD) for the messages before it."""
+        REORDER_HOLD) for the messages before it, and the first one seen of a group waits
+        FIRST_HOLD for any sent just before it."""
         key = (frame.sdkappid, frame.group_id)
         expected = self._next_seq.get(key)
-        if expected is not None and frame.seq > expected:
+        if expected is None or frame.seq > expected:
             held = self._held.setdefault(key, {})
             held[frame.seq] = frame
             if len(held) >= REORDER_MAX_HELD:
                 self._release(key)
             elif key not in self._hold_timers:
                 self._hold_timers[key] = asyncio.get_running_loop().call_later(
-                    REORDER_HOLD, self._release, key)
+                    FIRST_HOLD if expected is None else REORDER_HOLD, self._release, key)
             return
         if expected is not None and frame.seq < expected:
             self.messages_late += 1

@@ -19,6 +19,9 @@ from typing import Any, Protocol
 
 
 class SendGuards(Protocol):
+    async def start(self) -> None:
+        """Open what the guards use (the Redis client); once, before the first call."""
+
     async def remember_first(self, key: str, value: str, ttl: float) -> str | None:
         """None if ``key`` was not remembered (now it is, with ``value``); else its value."""
 
@@ -43,6 +46,9 @@ class MemoryGuards:
         self._max = max_keys
         self._seen: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._windows: dict[str, tuple[int, int]] = {}
+
+    async def start(self) -> None:
+        pass
 
     async def remember_first(self, key: str, value: str, ttl: float) -> str | None:
         now = self._clock()
@@ -81,14 +87,17 @@ class RedisGuards:
     """Several processes: the same two guards on Redis (keys under ``<prefix>:guard:``).
 
     The client (one Redis, or a Redis Cluster: every command here has one key) is opened
-    at the first use; a Redis that does not answer then fails that call, and the next
-    one tries again."""
+    by ``start`` (or else at the first use; a Redis that does not answer then fails that
+    call, and the next one tries again)."""
 
     def __init__(self, redis_url: str, prefix: str) -> None:
         self._url = redis_url
         self._client: Any = None
         self._opening = asyncio.Lock()
         self._prefix = f"{prefix}:guard:"
+
+    async def start(self) -> None:
+        await self._redis()
 
     async def _redis(self) -> Any:
         if self._client is None:

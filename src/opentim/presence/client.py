@@ -115,7 +115,9 @@ async def script_then(client: AnyRedis, script: AsyncScript, keys: Sequence[Any]
 
     One Redis: one round trip, EVALSHA queued directly (redis-py's Script-in-pipeline
     would add a SCRIPT EXISTS round trip per call) and NOSCRIPT (Redis restarted) handled
-    here. A cluster: the script on its slot's master, then the commands.
+    here by loading the script and sending the pipeline again, so the commands must be
+    idempotent (they ran once without the script). A cluster: the script on its slot's
+    master (redis-py reloads it on NOSCRIPT), then the commands.
     """
     if isinstance(client, RedisCluster):
         reply = await script(keys=list(keys), args=list(args))

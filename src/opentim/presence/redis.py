@@ -37,6 +37,10 @@ connections (they are filed under its node id).
 
 The two cross-slot indexes (``P:ng:*`` and ``P:x500``) are written by separate commands
 ordered so that a crash between them leaves, at worst, a stale entry the sweeper skips.
+
+The same store runs on one Redis or on a Redis Cluster: ``presence.client`` builds the
+client for the URL and holds the two helpers whose round trips differ (``script_then``,
+``in_order``); every script and multi-key command here stays in one slot.
 """
 
 from __future__ import annotations

@@ -52,51 +52,22 @@ class RestEndpoint:
             log_request(scope, stats.service, stats.command, code, seconds)
 
     async def _respond(self, scope: dict[str, Any], receive: Any) -> bytes:
-        cmd: dispatch.Command | None = None
         try:
             raw = await self._read_body(receive)
             if scope["method"] != "POST":
                 raise errors.HttpParseError(f"method {scope['method']} not allowed: use POST")
-            params = scope["path_params"]
             ctx = await self._authenticate(scope["query_string"], scope.get("client"))
-            cmd = dispatch.lookup(params["service"], params["command"])
-            # A limit that is on never rounds down to 0, which would mean "off".
-            rate = max(1, int(ctx.app.rate_limit * cmd.rate_factor)) if ctx.app.rate_limit else 0
-            if not self.runtime.rate_limiter.allow(ctx.sdkappid, cmd.key, rate, ctx.now):
-                raise errors.RestRateLimited(
-                    f"{cmd.name} is limited to {rate} calls per second for app {ctx.sdkappid}"
-                )
-            if raw is None:
-                raise errors.HttpParseError(
-                    f"request body exceeds {self.runtime.settings.max_body_bytes} bytes"
-                )
-            doc = body.parse_object(raw)
-            nul_at = body.nul_path(raw, doc)
-            if nul_at is not None:
-                raise cmd.service.invalid_parameter(
-                    f"invalid request: a string holds U+0000 (NUL) at `{nul_at}`"
-                )
-            request = cmd.decode(doc)
-            return envelope.ok(await cmd.handler(ctx, request))
-        except errors.TimError as exc:
-            scope[_CODE] = exc.code
-            if exc.__cause__ is not None or exc.__context__ is not None:
-                self.metrics.failed(exc, handled=True)  # (did the database or Redis fail?)
-            return envelope.fail(exc.code, exc.info)
         except _ClientGone:
             raise
         except Exception as exc:
-            self.metrics.failed(exc, handled=False)
-            internal = cmd.service.internal_error if cmd else errors.GroupInternalError
-            scope[_CODE] = internal.code
-            down = unreachable(exc)
-            if down is not None:  # not a bug: no traceback, and the caller learns why
-                _outages.failed(down, scope.get("path"), exc)
-                return envelope.fail(internal.code,
-                                     f"internal error: {down} is unreachable or not "
-                                     f"answering, try again")
-            log.exception("unhandled error in %s", scope.get("path"))
-            return envelope.fail(internal.code, "internal server error, try again")
+            reply, scope[_CODE] = failure(exc, None, self.metrics, scope.get("path"))
+            return reply
+        params = scope["path_params"]
+        reply, code = await run_command(ctx, params["service"], params["command"], raw,
+                                        self.metrics, scope.get("path"))
+        if code:
+            scope[_CODE] = code
+        return reply
 
     async def _read_body(self, receive: Any) -> bytes | None:
         """The whole body, or None when it passes the size limit (then it is drained).
@@ -143,6 +114,56 @@ class RestEndpoint:
 
 class _ClientGone(Exception):
     """The request's body never arrived in full."""
+
+
+async def run_command(ctx: Context, service: str, name: str, raw: bytes | None,
+                      metrics: ops_metrics.RestMetrics | None = None,
+                      where: str | None = None) -> tuple[bytes, int]:
+    """One command once its caller is known (the REST edge, and the console's bridge):
+    look it up, rate-limit, check the body (``raw`` None: over the size limit), decode,
+    run. Returns the encoded reply and its ErrorCode."""
+    cmd: dispatch.Command | None = None
+    try:
+        cmd = dispatch.lookup(service, name)
+        app = ctx.app
+        # A limit that is on never rounds down to 0, which would mean "off".
+        rate = max(1, int(app.rate_limit * cmd.rate_factor)) if app.rate_limit else 0
+        if not ctx.runtime.rate_limiter.allow(ctx.sdkappid, cmd.key, rate, ctx.now):
+            raise errors.RestRateLimited(
+                f"{cmd.name} is limited to {rate} calls per second for app {ctx.sdkappid}")
+        if raw is None:
+            raise errors.HttpParseError(
+                f"request body exceeds {ctx.runtime.settings.max_body_bytes} bytes")
+        doc = body.parse_object(raw)
+        nul_at = body.nul_path(raw, doc)
+        if nul_at is not None:
+            raise cmd.service.invalid_parameter(
+                f"invalid request: a string holds U+0000 (NUL) at `{nul_at}`")
+        request = cmd.decode(doc)
+        return envelope.ok(await cmd.handler(ctx, request)), 0
+    except Exception as exc:
+        return failure(exc, cmd, metrics, where)
+
+
+def failure(exc: Exception, cmd: dispatch.Command | None,
+            metrics: ops_metrics.RestMetrics | None, where: str | None) -> tuple[bytes, int]:
+    """The reply to a call that failed: a Tencent error as it is; an outage of the
+    database or Redis as the service's internal error naming it, without a traceback;
+    anything else (a bug) as the internal error, logged with its traceback."""
+    if isinstance(exc, errors.TimError):
+        if metrics is not None and (exc.__cause__ is not None or exc.__context__ is not None):
+            metrics.failed(exc, handled=True)  # (did the database or Redis fail?)
+        return envelope.fail(exc.code, exc.info), exc.code
+    if metrics is not None:
+        metrics.failed(exc, handled=False)
+    internal = cmd.service.internal_error if cmd else errors.GroupInternalError
+    down = unreachable(exc)
+    if down is not None:  # not a bug: no traceback, and the caller learns why
+        _outages.failed(down, where, exc)
+        return envelope.fail(internal.code, f"internal error: {down} is unreachable or not "
+                                            f"answering, try again"), internal.code
+    log.exception("unhandled error in %s", where)
+    return envelope.fail(internal.code, "internal server error, try again"), internal.code
 
 
 _DB_MODULES = ("asyncpg", "sqlalchemy", "aiosqlite", "sqlite3")
