@@ -17,10 +17,9 @@ from typing import Any
 
 from opentim.domain.groups import Group, GroupType
 from opentim.events import NORMAL, EventBus, GroupPush, UserPush
-from opentim.storage.base import MemberStore
 
 
-async def push_to_group(events: EventBus, members: MemberStore | None, group: Group,
+async def push_to_group(events: EventBus, group: Group,
                         frame: dict[str, Any], *, priority: int = NORMAL, seq: int = 0,
                         to_accounts: Sequence[str] | None = None,
                         except_conn: str = "") -> None:

@@ -180,7 +180,7 @@ class GroupMessaging:
             "MsgBody": body, "CloudCustomData": custom, "MsgPriority": priority_name,
             "OnlineOnlyFlag": int(msg.online_only),
         }
-        await push_to_group(self.events, self.store.members, group, frame,
+        await push_to_group(self.events, group, frame,
                             priority=msg.priority, seq=seq, to_accounts=targets,
                             except_conn=msg.except_conn)
         if "ForbidAfterSendMsgCallback" not in msg.forbid_callbacks:

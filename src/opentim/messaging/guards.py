@@ -31,6 +31,9 @@ class SendGuards(Protocol):
     async def forget(self, key: str) -> None:
         """Forget a key (the send it stands for failed: a retry is not a duplicate)."""
 
+    async def pop(self, key: str) -> str | None:
+        """The remembered value of ``key`` (None: none), forgotten in the same step."""
+
     async def take(self, key: str, limit: int, window: float) -> bool:
         """Count one event for ``key`` in the current window; False once over ``limit``."""
 
@@ -67,6 +70,10 @@ class MemoryGuards:
 
     async def forget(self, key: str) -> None:
         self._seen.pop(key, None)
+
+    async def pop(self, key: str) -> str | None:
+        found = self._seen.pop(key, None)
+        return found[1] if found is not None and found[0] > self._clock() else None
 
     async def take(self, key: str, limit: int, window: float) -> bool:
         slot = int(self._clock() // window)
@@ -121,6 +128,10 @@ class RedisGuards:
 
     async def forget(self, key: str) -> None:
         await (await self._redis()).delete(self._prefix + "seen:" + key)
+
+    async def pop(self, key: str) -> str | None:
+        found = await (await self._redis()).getdel(self._prefix + "seen:" + key)
+        return None if found is None else bytes(found).decode()
 
     async def take(self, key: str, limit: int, window: float) -> bool:
         slot = int(time.time() // window)

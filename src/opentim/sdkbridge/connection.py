@@ -306,10 +306,7 @@ class SdkConnection:
         """The live groups this SDK instance was in when its last socket ended."""
         if not instance_id:
             return []
-        key = self._rejoin_key(instance_id)
-        guards = self.runtime.guards
-        found = await guards.remember_first(key, "", REJOIN_WINDOW)
-        await guards.forget(key)
+        found = await self.runtime.guards.pop(self._rejoin_key(instance_id))
         if not found:
             return []
         try:

@@ -27,7 +27,7 @@ from opentim.services.group_open_http_svc.groups import KeyValue, base_info
 
 
 async def _push(ctx: Context, group: Group, frame: dict[str, Any]) -> None:
-    await messaging.push_to_group(ctx.runtime.events, ctx.store.members, group, frame)
+    await messaging.push_to_group(ctx.runtime.events, group, frame)
 
 
 # --- modify_group_base_info --------------------------------------------------------------

@@ -70,7 +70,7 @@ async def _write(ctx: Context, group: Group, option: str,
     await ctx.runtime.events.emit(GroupAttrChanged(
         ctx.sdkappid, group.group_id, group.type.value, ctx.identifier, option,
         tuple(reported), event_time_ms(ctx), ctx.origin))
-    await messaging.push_to_group(ctx.runtime.events, ctx.store.members, group, {
+    await messaging.push_to_group(ctx.runtime.events, group, {
         "event": "group_attr_changed", "GroupId": group.group_id, "OptionType": option,
         "Operator_Account": ctx.identifier, "GroupAttr": rules.attr_list(after)})
 

@@ -47,7 +47,7 @@ async def send_group_system_notification(ctx: Context,
             return
     frame = {"event": "group_system_notification", "GroupId": group.group_id,
              "Content": req.Content, "MsgTime": ctx.now_s}
-    await messaging.push_to_group(ctx.runtime.events, ctx.store.members, group, frame,
+    await messaging.push_to_group(ctx.runtime.events, group, frame,
                                   to_accounts=targets)
 
 
@@ -81,7 +81,7 @@ async def group_msg_recall(ctx: Context, req: GroupMsgRecall) -> dict[str, Any]:
         frame = {"event": "group_message_recalled", "GroupId": group.group_id,
                  "MsgSeqList": [{"MsgSeq": s} for s in done], "Reason": req.Reason,
                  "Operator_Account": ctx.identifier, "EventTime": event_time_ms(ctx)}
-        await messaging.push_to_group(ctx.runtime.events, ctx.store.members, group, frame)
+        await messaging.push_to_group(ctx.runtime.events, group, frame)
         await ctx.runtime.events.emit(GroupMessagesRecalled(
             ctx.sdkappid, group.group_id, group.type.value, ctx.identifier, tuple(done),
             event_time_ms(ctx), ctx.origin))
