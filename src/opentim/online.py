@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from opentim import errors
 from opentim.domain import groups as rules
 from opentim.domain import online as online_rules
-from opentim.domain.groups import GroupType
+from opentim.domain.groups import Group, GroupType
 from opentim.domain.online import MARK_TYPES, ONLINE_LIST_TYPES
 from opentim.events import REST, EventBus, GroupDestroyed, MemberStateChanged, Origin
 from opentim.messaging.moderation import JoinBans
@@ -62,6 +62,16 @@ class GroupTypes:
 
     def forget(self, sdkappid: int, group_id: str) -> None:
         self._entries.pop((sdkappid, group_id), None)
+
+
+async def load_group(store: SqlStore, sdkappid: int, group_id: str) -> Group:
+    """The group, or 10015 for an ID that cannot exist and 10010 for one that does not
+    (every command naming a group, REST, gateway and SDK bridge alike)."""
+    rules.check_group_id(group_id)
+    found = (await store.groups.get(sdkappid, [group_id])).get(group_id)
+    if found is None:
+        raise errors.GroupNotFound(group_id=group_id)
+    return found
 
 
 async def require_online_list_group(types: GroupTypes, sdkappid: int, group_id: str,

@@ -25,6 +25,7 @@ from opentim.domain.groups import Group
 from opentim.events import REST, EventBus, GroupMessageSent, Origin
 from opentim.messaging import moderation, push_to_group
 from opentim.messaging.guards import SendGuards
+from opentim.online import load_group
 from opentim.storage.base import GroupMessage
 from opentim.storage.sql import SqlStore
 from opentim.webhooks.delivery import WebhookDispatcher
@@ -72,13 +73,7 @@ class GroupMessaging:
         self.webhooks = webhooks
 
     async def load(self, sdkappid: int, group_id: str) -> Group:
-        from opentim.domain.groups import check_group_id
-
-        check_group_id(group_id)
-        group = (await self.store.groups.get(sdkappid, [group_id])).get(group_id)
-        if group is None:
-            raise errors.GroupNotFound(group_id=group_id)
-        return group
+        return await load_group(self.store, sdkappid, group_id)
 
     async def send(self, app: App, msg: GroupSend, *, now: float,
                    group: Group | None = None) -> Sent:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentim import errors
-from opentim.domain import groups as rules
+from opentim import errors, online
 from opentim.domain.groups import Group, Member
 from opentim.protocol.dispatch import service
 from opentim.runtime import Context
@@ -20,11 +19,7 @@ SERVICE = service(
 
 async def load_group(ctx: Context, group_id: str) -> Group:
     """The group, or 10015 for an ID that cannot exist and 10010 for one that does not."""
-    rules.check_group_id(group_id)
-    found = (await ctx.store.groups.get(ctx.sdkappid, [group_id])).get(group_id)
-    if found is None:
-        raise errors.GroupNotFound(group_id=group_id)
-    return found
+    return await online.load_group(ctx.store, ctx.sdkappid, group_id)
 
 
 def event_time_ms(ctx: Context) -> int:
