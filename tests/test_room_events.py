@@ -11,8 +11,10 @@ import itertools
 import re
 
 import httpx
+import msgspec
 import pytest
 import redis.asyncio as aioredis
+from websockets.exceptions import ConnectionClosed
 
 from opentim.client import GatewayError
 from tests.helpers import (
@@ -171,28 +173,43 @@ async def test_the_relay_resubscribes_after_losing_its_redis_connection(pair) ->
 
 async def test_a_client_that_does_not_read_its_pushes_is_closed(presence_backend,
                                                                 tmp_path) -> None:
-    # A backlog limit of 1 byte: a second frame queued before the first is written is
-    # "too much unread", which a real client reaches by not reading for a long time.
+    # A client that stops reading: its socket fills, then 256 KiB wait in its outbox, and
+    # it is closed (4010) rather than buffered further. High-priority messages are never
+    # shed, so it is the backlog limit that ends it.
     async with live_server(f"sqlite:///{tmp_path}/slow.db", presence_backend,
-                           push_backlog_bytes=1, metrics_port=0) as live:
-        app = await live.new_app(rate_limit=0)
+                           push_backlog_bytes=256 << 10, metrics_port=0) as live:
+        app = await live.new_app(rate_limit=0, group_msg_rate=0)
         async with live.client(app) as tim:
-            await import_accounts(tim, "host", "guest", "late")
+            await import_accounts(tim, "host", "guest")
             group_id = await create_group(tim, "AVChatRoom", Owner_Account="host")
-            async with live.connect(app, "host") as host, live.connect(app, "guest") as guest:
-                await host.join_group(group_id)
+            rooms = live.asgi.state.rooms
+            async with live.raw_connect(app, "host", receive_buffer=1 << 16) as host, \
+                    live.connect(app, "guest") as guest:
+                await host.send(msgspec.json.encode({"id": 1, "cmd": "join_group",
+                                                     "GroupId": group_id}))
+                assert msgspec.json.decode(await host.recv())["ErrorCode"] == 0
                 await guest.join_group(group_id)
-                await next_event(host, "members_changed")  # sent at once: the room was quiet
-                # within the next second: a mark and a join, pushed together as two frames
-                await modify(tim, group_id, 1, ("guest", [1000]))
-                async with live.connect(app, "late") as late:
-                    await late.join_group(group_id)
-                    await asyncio.wait_for(host.wait_closed(), 5)
-                    assert host.close_code == 4010
-                    async with asyncio.timeout(5):  # it leaves the group as it closes
-                        while "host" in [r["Member_Account"]
-                                         for r in (await members(tim, group_id))[0]]:
-                            await asyncio.sleep(0.05)
+                body = [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "x" * 11_000}}]
+                sent = 0
+                while not rooms.slow_clients_closed:
+                    await tim.ok("group_open_http_svc/send_group_msg", {
+                        "GroupId": group_id, "Random": sent, "MsgBody": body,
+                        "MsgPriority": "High"})
+                    sent += 1
+                    assert sent < 3000, "the client was never closed"
+                # When it reads again, what it reads ends with the close. (One that never
+                # reads again is dropped after gateway_write_timeout: test_gateway_hardening.)
+                with pytest.raises(ConnectionClosed):
+                    async with asyncio.timeout(30):
+                        while True:
+                            await host.recv()
+                assert host.close_code == 4010
+                async with asyncio.timeout(5):  # it left the group as it closed
+                    while "host" in [r["Member_Account"]
+                                     for r in (await members(tim, group_id))[0]]:
+                        await asyncio.sleep(0.05)
+                for _ in range(sent):  # the reading one got every message
+                    await guest.next_message()
         async with httpx.AsyncClient() as http:
             text = (await http.get(f"{live.asgi.state.metrics_url}/metrics")).text
         closed = re.search(r"^opentim_gateway_slow_clients_closed_total (\d+)$", text, re.M)

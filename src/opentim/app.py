@@ -67,7 +67,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     rooms = LocalRooms(runtime.clock, connection_limits=ConnectionLimits(
         web=runtime.settings.max_web_connections_per_account,
         device=runtime.settings.max_device_connections_per_account),
-        members=GroupMembers(runtime.store.members.accounts))
+        members=GroupMembers(runtime.store.members.accounts),
+        write_delay=runtime.settings.gateway_write_delay)
     settings = runtime.settings
     relay = RoomRelay(runtime.events, rooms) if not settings.redis else RedisRoomRelay(
         runtime.events, rooms, redis_url=settings.redis, prefix=runtime.redis_prefix,
@@ -161,6 +162,9 @@ def metrics_text(state: State) -> str:
         f"opentim_gateway_connections_in_groups {len(rooms.connections())}\n"
         "# TYPE opentim_gateway_slow_clients_closed_total counter\n"
         f"opentim_gateway_slow_clients_closed_total {rooms.slow_clients_closed}\n"
+        "# TYPE opentim_gateway_frames_total counter\n"
+        f'opentim_gateway_frames_total{{path="direct"}} {rooms.write_counts.direct}\n'
+        f'opentim_gateway_frames_total{{path="queued"}} {rooms.write_counts.queued}\n'
         "# TYPE opentim_room_events_unrelayed_total counter\n"
         f"opentim_room_events_unrelayed_total {relay.dropped}\n"
         "# TYPE opentim_online_members gauge\n"

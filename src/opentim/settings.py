@@ -43,6 +43,9 @@ class Settings:
     push_backlog_bytes: int = 1 << 20
     # A gateway frame the client leaves unread this long drops its connection.
     gateway_write_timeout: float = 10.0
+    # Messages for one connection within this many seconds go out in one write (0: those
+    # of one event-loop pass); see gateway/outbox.py.
+    gateway_write_delay: float = 0.005
     # Gateway connections one account may hold per process (Tencent's multi-instance rule:
     # Web and Unknown share the first, each native platform has the second); a new one
     # over the limit kicks the oldest (4012).

@@ -82,16 +82,27 @@ class LiveServer(Server):
                        **kwargs)  # type: ignore[arg-type]
 
     @contextlib.asynccontextmanager
-    async def raw_connect(self, app: App, user: str) -> AsyncIterator[Any]:
+    async def raw_connect(self, app: App, user: str, *,
+                          receive_buffer: int | None = None) -> AsyncIterator[Any]:
         """A bare gateway WebSocket, past its ``connected`` frame: for frames no client
-        library would send."""
+        library would send.
+
+        ``receive_buffer``: a client that reads from its socket only while ``recv`` is
+        awaited (websockets' queue of one message), with this fixed SO_RCVBUF (no
+        autotuning to tens of MB; not so small that delayed ACKs make reading crawl —
+        64 KiB does): for clients that stop reading."""
         from websockets.asyncio.client import connect as ws_connect
 
         from opentim.client.session import gateway_url
 
         sig = TLSSigAPIv2(app.sdkappid, app.secret_key).gen_sig(user)
         url = gateway_url(self.url, sdkappid=app.sdkappid, identifier=user, usersig=sig)
-        async with ws_connect(url, ping_interval=None) as ws:
+        options: dict[str, Any] = {}
+        if receive_buffer is not None:
+            sock = socket.create_connection(("127.0.0.1", int(self.url.rsplit(":", 1)[1])))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            options.update(sock=sock, max_queue=1, max_size=1 << 22, compression=None)
+        async with ws_connect(url, ping_interval=None, **options) as ws:
             hello = msgspec.json.decode(await asyncio.wait_for(ws.recv(), 10))
             assert hello.get("event") == "connected", hello
             yield ws

@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from opentim import errors
 from opentim.console.auth import COOKIE, ConsoleRefused, Session, Sessions
 from opentim.gateway import transport
+from opentim.gateway.outbox import Wire
 from opentim.gateway.rooms import LocalRooms
 from opentim.online import require_online_list_group
 from opentim.runtime import Runtime
@@ -87,7 +88,11 @@ class ConsoleViewer:
     def conn_id(self) -> str:
         return self._conn_id
 
-    def offer(self, data: bytes) -> None:
+    def offer(self, frame: Wire) -> None:
+        self.queue(frame.data)
+
+    def queue(self, data: bytes) -> None:
+        """Queue a text frame (the page reads JSON text)."""
         if self.closed:
             return
         if self._outbox and self._outbox_bytes + len(data) > BACKLOG_BYTES:
@@ -97,12 +102,12 @@ class ConsoleViewer:
         self._outbox_bytes += len(data)
         self._wake.set()
 
-    def offer_message(self, data: bytes, priority: int) -> None:
+    def offer_message(self, frame: Wire, priority: int) -> None:
         self.messages += 1
-        self.offer(data)
+        self.queue(frame.data)
 
     async def removed_from(self, group_id: str, reason: str) -> None:
-        self.offer(_encode({"event": "removed_from_group", "GroupId": group_id,
+        self.queue(_encode({"event": "removed_from_group", "GroupId": group_id,
                             "Reason": reason}))
         self.close(CLOSE_GROUP, "the group was dismissed" if reason == "GroupDestroyed"
                    else "removed from the group")
@@ -180,7 +185,7 @@ class LiveRooms:
         self.viewers += 1
         self.rooms.enter(session.sdkappid, group_id, viewer)
         try:
-            viewer.offer(_encode({"event": "hello", "GroupId": group_id,
+            viewer.queue(_encode({"event": "hello", "GroupId": group_id,
                                   "Type": group_type.value, "Online": await self._count(viewer),
                                   "Time": int(runtime.clock() * 1000)}))
             await self._run(viewer)
@@ -224,7 +229,7 @@ class LiveRooms:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             why = self.sessions.still_valid(viewer.session)
             if why is not None:
-                viewer.offer(_encode({"event": "session_ended", "Reason": why}))
+                viewer.queue(_encode({"event": "session_ended", "Reason": why}))
                 viewer.close(CLOSE_SESSION, why)
                 break
             try:
@@ -233,7 +238,7 @@ class LiveRooms:
                 log.warning("console: counting %s failed", viewer.group_id, exc_info=True)
                 continue
             messages, viewer.messages = viewer.messages, 0
-            viewer.offer(_encode({"event": "tick", "GroupId": viewer.group_id,
+            viewer.queue(_encode({"event": "tick", "GroupId": viewer.group_id,
                                   "Online": online, "MessagesPerSecond": messages,
                                   "Time": int(self.runtime.clock() * 1000)}))
         # let the writer finish the close

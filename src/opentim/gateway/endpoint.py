@@ -28,7 +28,7 @@ from opentim import errors
 from opentim.domain import messages as message_rules
 from opentim.events import ConnectionStateChanged, Origin
 from opentim.gateway import commands, frames, transport
-from opentim.gateway.outbox import Outbox
+from opentim.gateway.outbox import Outbox, Wire
 from opentim.gateway.rooms import LocalRooms
 from opentim.online import Presence
 from opentim.protocol.auth import authenticate_user
@@ -78,7 +78,8 @@ class ClientConnection:
         # Frames not yet written; a frame may wait gateway_write_timeout seconds for the
         # client to make room in its receive window.
         self._outbox = Outbox(websocket, write_timeout=runtime.settings.gateway_write_timeout,
-                              on_dropped=self._dropped)
+                              on_dropped=self._dropped, counts=rooms.write_counts,
+                              coalescer=rooms.coalescer)
         self._reported = False  # the end of the connection was announced (webhooks)
         # Leaving every group may be started by a kick and by the read loop's end at once.
         self._finishing = asyncio.Lock()
@@ -102,27 +103,34 @@ class ClientConnection:
         return self.presence.conn_id
 
     def send(self, doc: dict[str, Any]) -> None:
-        self.offer(_encode(doc))
+        self.offer(Wire(_encode(doc)))
 
-    def offer(self, data: bytes) -> None:
-        """Queue a frame. A client with more than ``push_backlog_bytes`` queued and not
-        yet written has stopped reading: it is closed with 4010 rather than buffered
-        without bound."""
-        if self.state is not ConnState.OPEN:
-            return
-        if self._outbox and \
-                self._outbox.queued_bytes + len(data) > self.runtime.settings.push_backlog_bytes:
-            self._too_slow()
-            return
-        self._outbox.put(data)
+    def offer(self, frame: Wire) -> None:
+        """Queue a frame."""
+        if self._admits(frame):
+            self._outbox.put(frame)
 
-    def offer_message(self, data: bytes, priority: int) -> None:
-        """Queue a message frame, or shed it when this client has fallen behind."""
+    def offer_message(self, frame: Wire, priority: int) -> None:
+        """Queue a message frame (written with the others of the coalescer's interval),
+        or shed it when this client has fallen behind."""
         if message_rules.sheds(priority, self._outbox.queued_bytes,
                                self.runtime.settings.push_backlog_bytes):
             self.rooms.messages_shed += 1
             return
-        self.offer(data)
+        if self._admits(frame):
+            self._outbox.put_later(frame)
+
+    def _admits(self, frame: Wire) -> bool:
+        """Whether the frame may be queued. A client with more than ``push_backlog_bytes``
+        queued and not yet written has stopped reading: it is closed with 4010 rather than
+        buffered without bound."""
+        if self.state is not ConnState.OPEN:
+            return False
+        if self._outbox and self._outbox.queued_bytes + len(frame.data) > \
+                self.runtime.settings.push_backlog_bytes:
+            self._too_slow()
+            return False
+        return True
 
     def close(self, code: int, reason: str) -> None:
         """Close from the server side (lease lost, too slow, kicked); the read loop ends

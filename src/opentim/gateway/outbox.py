@@ -1,7 +1,16 @@
 """The frames waiting to be written to one client WebSocket, and the task that writes them.
 
 Nothing else awaits a client's socket: replies, pushes, notices and the close are put
-here and written in order by one task, which exists only while frames wait. A frame the
+here. A frame put while nothing waits and the socket can take it is written at once,
+straight to the socket (``transport.DirectWrite``: no task, no ASGI send, framed once per
+room); otherwise frames are written in order by one task, which exists only while frames
+wait.
+
+Messages (``put_later``) wait ``Coalescer.delay`` first, so that the messages a busy room
+gets in that time reach each connection in one write: the cost of a delivery is mostly
+the connection's system call, not its bytes (bench ``messages`` phase: docs/performance.md).
+Any other frame put meanwhile is written after them, so a connection's frames keep the
+order they were put in. A frame the
 client leaves unwritten for ``write_timeout`` seconds (its receive window stays full)
 means it stopped reading: the TCP connection is then dropped, so the connection's read
 loop ends. Shared by the gateway (``endpoint.py``) and the web-SDK bridge.
@@ -31,15 +40,72 @@ class _Close(msgspec.Struct, frozen=True):
     reason: str
 
 
+class Wire:
+    """A frame to push: its JSON, and the WebSocket frame carrying it, built the first
+    time a connection writes it directly and then shared by every connection it goes to."""
+
+    __slots__ = ("_framed", "data")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._framed: bytes | None = None
+
+    def framed(self) -> bytes:
+        if self._framed is None:
+            self._framed = transport.binary_frame(self.data)
+        return self._framed
+
+
+class WriteCounts:
+    """Frames written straight to a socket and frames that went through an outbox's queue,
+    for a process's connections (/metrics: opentim_gateway_frames_total)."""
+
+    __slots__ = ("direct", "queued")
+
+    def __init__(self) -> None:
+        self.direct = 0
+        self.queued = 0
+
+
+class Coalescer:
+    """The outboxes holding messages not yet written, written together ``delay`` seconds
+    after the first (0: at the end of the current pass of the event loop)."""
+
+    __slots__ = ("_dirty", "_handle", "delay")
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self._dirty: list[Outbox] = []
+        self._handle: asyncio.Handle | None = None
+
+    def add(self, outbox: Outbox) -> None:
+        self._dirty.append(outbox)
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            self._handle = loop.call_later(self.delay, self._flush) if self.delay > 0 \
+                else loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        dirty, self._dirty, self._handle = self._dirty, [], None
+        for outbox in dirty:
+            outbox.flush_pending()
+
+
 class Outbox:
     def __init__(self, websocket: WebSocket, *, write_timeout: float,
-                 on_dropped: Callable[[bool], None]) -> None:
+                 on_dropped: Callable[[bool], None],
+                 counts: WriteCounts | None = None,
+                 coalescer: Coalescer | None = None) -> None:
         """``on_dropped(timed_out)``: the socket was dropped (the client stopped reading,
         ``timed_out``, or it is gone)."""
         self._websocket = websocket
         self._write_timeout = write_timeout
         self._on_dropped = on_dropped
         self._transport = transport.transport_of(websocket)
+        self._direct = transport.DirectWrite.of(websocket)
+        self._counts = counts if counts is not None else WriteCounts()
+        self._coalescer = coalescer
+        self._pending: list[Wire] = []  # messages waiting for the coalescer
         self._items: deque[bytes | _Close] = deque()
         self.queued_bytes = 0
         self._writer: asyncio.Task[None] | None = None
@@ -47,15 +113,52 @@ class Outbox:
     def __bool__(self) -> bool:
         return bool(self._items)
 
-    def put(self, data: bytes) -> None:
-        self._put(data)
-        self.queued_bytes += len(data)
+    def put_later(self, frame: Wire) -> None:
+        """Put a message frame, written with the others the coalescer collects."""
+        if self._coalescer is None:
+            self.put(frame)
+            return
+        if not self._pending:
+            self._coalescer.add(self)
+        self._pending.append(frame)
+
+    def flush_pending(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        if self._writer is None and self._direct is not None:
+            framed = pending[0].framed() if len(pending) == 1 else \
+                b"".join([w.framed() for w in pending])
+            if self._direct.write(framed):
+                self._counts.direct += len(pending)
+                return
+        for wire in pending:
+            self._counts.queued += 1
+            self._put(wire.data)
+            self.queued_bytes += len(wire.data)
+
+    def put(self, frame: bytes | Wire) -> None:
+        if self._pending:  # the messages put before it go first
+            self.flush_pending()
+        wire = frame if isinstance(frame, Wire) else Wire(frame)
+        # Nothing in flight (a queued frame must not be overtaken): try the socket itself.
+        if self._writer is None and self._direct is not None \
+                and self._direct.write(wire.framed()):
+            self._counts.direct += 1
+            return
+        self._counts.queued += 1
+        self._put(wire.data)
+        self.queued_bytes += len(wire.data)
 
     def put_close(self, code: int, reason: str) -> None:
+        if self._pending:
+            self.flush_pending()
         self._put(_Close(code, reason))
 
     def clear(self) -> None:
         """Forget what waits (the frame being written, if any, still goes)."""
+        self._pending = []
         self._items.clear()
         self.queued_bytes = 0
 

@@ -22,6 +22,7 @@ import msgspec
 
 from opentim.gateway import limits
 from opentim.gateway.audience import GroupMembers
+from opentim.gateway.outbox import Coalescer, Wire, WriteCounts
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -127,10 +128,10 @@ class Pushable(Protocol):
     @property
     def conn_id(self) -> str: ...
 
-    def offer(self, data: bytes) -> None:
-        """Queue a pushed frame for this connection."""
+    def offer(self, frame: Wire) -> None:
+        """Queue a pushed frame for this connection (one Wire is shared by a room)."""
 
-    def offer_message(self, data: bytes, priority: int) -> None:
+    def offer_message(self, frame: Wire, priority: int) -> None:
         """Queue a message; one that has fallen behind sheds low priorities first."""
 
     async def removed_from(self, group_id: str, reason: str) -> None:
@@ -159,7 +160,7 @@ class LocalRooms:
     def __init__(self, clock: Callable[[], float] = time.time,
                  batch_interval: float = BATCH_INTERVAL,
                  connection_limits: limits.ConnectionLimits = limits.TENCENT_LIMITS,
-                 members: GroupMembers | None = None) -> None:
+                 members: GroupMembers | None = None, write_delay: float = 0.0) -> None:
         self._clock = clock
         self._limits = connection_limits
         self._tasks: set[asyncio.Task[None]] = set()
@@ -182,6 +183,9 @@ class LocalRooms:
         self.messages_delivered = 0  # message frames handed to connections
         self.messages_late = 0  # arrived after a later one had gone out
         self.messages_shed = 0  # not queued: the connection had fallen behind (priority)
+        # Shared by this process's connections' outboxes.
+        self.write_counts = WriteCounts()
+        self.coalescer = Coalescer(write_delay)
 
     def register(self, conn: Pushable) -> list[Pushable]:
         """Index a new connection; returns the older ones it pushes over the per-account
@@ -263,9 +267,9 @@ class LocalRooms:
         room = self._rooms.get((sdkappid, group_id))
         if not room:
             return
-        data = _encode(doc)  # once, not once per connection
+        frame = Wire(_encode(doc))  # once, not once per connection
         for conn in room:
-            conn.offer(data)
+            conn.offer(frame)
 
     # --- messages -----------------------------------------------------------------------
 
@@ -299,21 +303,22 @@ class LocalRooms:
         if not room:
             return
         wanted = None if frame.accounts is None else set(frame.accounts)
-        data, priority, skip = frame.data, frame.priority, frame.except_conn
+        wire, priority, skip = Wire(frame.data), frame.priority, frame.except_conn
         n = 0
         for conn in room:
             if (wanted is None or conn.account in wanted) and conn.conn_id != skip:
-                conn.offer_message(data, priority)
+                conn.offer_message(wire, priority)
                 n += 1
         self.messages_delivered += n
 
     def _to_accounts(self, sdkappid: int, accounts: tuple[str, ...], data: bytes,
                      priority: int, skip: str) -> None:
         n = 0
+        wire = Wire(data)
         for account in accounts:
             for conn in self._accounts.get((sdkappid, account), ()):
                 if conn.conn_id != skip:
-                    conn.offer_message(data, priority)
+                    conn.offer_message(wire, priority)
                     n += 1
         self.messages_delivered += n
 

@@ -43,6 +43,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "heartbeat_timeout": (0.1, None),
     "push_backlog_bytes": (1024, None),
     "gateway_write_timeout": (0.1, None),
+    "gateway_write_delay": (0, 1),
     "max_web_connections_per_account": (1, None),
     "max_device_connections_per_account": (1, None),
     "max_frame_bytes": (1024, None),

@@ -29,7 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from opentim import errors
 from opentim.domain import messages as message_rules
 from opentim.events import ConnectionStateChanged, Origin
-from opentim.gateway.outbox import Outbox
+from opentim.gateway.outbox import Outbox, Wire
 from opentim.gateway.rooms import LocalRooms
 from opentim.online import Presence
 from opentim.protocol.auth import authenticate_user
@@ -72,7 +72,7 @@ class SdkConnection:
         self._failed_logins = 0
         self._push_seq = 0
         self._outbox = Outbox(websocket, write_timeout=runtime.settings.gateway_write_timeout,
-                              on_dropped=self._dropped)
+                              on_dropped=self._dropped, counts=rooms.write_counts)
         self._finishing = asyncio.Lock()
         self._ending_groups: list[str] | None = None
 
@@ -106,13 +106,13 @@ class SdkConnection:
 
     # --- pushes -------------------------------------------------------------------------
 
-    def offer(self, data: bytes) -> None:
+    def offer(self, frame: Wire) -> None:
         """A gateway frame for this connection, as the SDK's push (or dropped: the frames
         the SDK has no counterpart for, such as members_changed)."""
         if not self.open or self._presence is None:
             return
         try:
-            doc = _decode_json(data)
+            doc = _decode_json(frame.data)
         except msgspec.DecodeError:
             return
         if not isinstance(doc, dict):
@@ -121,12 +121,12 @@ class SdkConnection:
         if pushed is not None:
             self.push(*pushed)
 
-    def offer_message(self, data: bytes, priority: int) -> None:
+    def offer_message(self, frame: Wire, priority: int) -> None:
         if message_rules.sheds(priority, self._outbox.queued_bytes,
                                self.runtime.settings.push_backlog_bytes):
             self.rooms.messages_shed += 1
             return
-        self.offer(data)
+        self.offer(frame)
 
     def push(self, servcmd: str, events: list[dict[str, Any]]) -> None:
         self._push_seq += 1
