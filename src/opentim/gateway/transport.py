@@ -1,9 +1,7 @@
 """Reaching a client's connection underneath ASGI: to drop it at once when it has stopped
 reading, and to write pushed frames straight to its socket.
 
-Dropping.
-
-ASGI has no way to do this: ``websocket.close`` waits (in uvicorn) until the socket's
+Dropping. ASGI has no way to do this: ``websocket.close`` waits (in uvicorn) until the socket's
 write buffer has room, which never happens for a client that stopped reading, and the
 transport's own ``close()`` first flushes that buffer, so the descriptor would stay open
 for as long as the client keeps its receive window shut. uvicorn's ``receive`` callable is
@@ -13,13 +11,14 @@ finds nothing, and a stuck connection then ends at its next frame or heartbeat t
 
 Writing (``DirectWrite``). A message to a room of 10,000 goes to 10,000 sockets. Through
 ASGI each costs a coroutine, Starlette's and uvicorn's send wrappers and websockets'
-framing of the same bytes again; measured (bench/results, the ``messages`` phase), that
-was most of a delivery's cost. The frame is instead built once (``binary_frame``) and
-written with ``transport.write``, exactly what uvicorn's own send ends in, whenever the
-connection can take it at once: uvicorn's websockets (sans-I/O) protocol is open, has not
-sent its close, is not paused by the transport's flow control, and negotiated no
-extension (permessage-deflate would have to compress per connection). Otherwise the
-frame goes the ASGI way, through the connection's outbox, which also waits out the pause.
+framing of the same bytes again; measured by bench/run's ``messages`` phase
+(docs/performance.md), that was most of a delivery's cost. The frame is instead built
+once (``binary_frame``) and written with ``transport.write``, exactly what uvicorn's own
+send ends in, whenever the connection can take it at once: uvicorn's websockets (sans-I/O)
+protocol is open, has not sent its close, is not paused by the transport's flow control,
+and negotiated no extension (permessage-deflate would have to compress per connection).
+Otherwise the frame goes the ASGI way, through the connection's outbox, which also waits
+out the pause.
 uvicorn is pinned below 0.55 in pyproject.toml; tests/test_gateway_direct_write.py fails if
 the default server stops being the protocol this reads.
 """
@@ -72,7 +71,8 @@ class DirectWrite:
         False: nothing was written."""
         p = self._protocol
         if (p.close_sent or p.disconnected or not p.writable.is_set()
-                or p.conn.state is not State.OPEN or p.conn.extensions):
+                or p.conn.state is not State.OPEN or p.conn.extensions
+                or self._transport.is_closing()):
             return False
         self._transport.write(framed)
         return True
