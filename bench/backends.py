@@ -131,7 +131,7 @@ class Databases:
         url = self.args.redis_url
         if not url:
             self.say("Redis: none (--redis-url '')")
-        elif not self.selected("presence", "messages", "store"):
+        elif not self.selected("presence", "messages", "store", "soak"):
             self.say("Redis: not used by these phases (--only)")
         else:
             self.say(f"Redis: {scratch.redis_describe(url)} ({scratch.shown(url)}): taken only "
@@ -147,7 +147,7 @@ class Databases:
     def claim_redis(self) -> str | None:
         """The run's Redis database, taken now if it is free; returns the server version."""
         url = self.args.redis_url
-        if not url or not self.selected("presence", "messages", "store"):
+        if not url or not self.selected("presence", "messages", "store", "soak"):
             return None
         try:
             version, how = scratch.claim_redis(url, self.args.time_limit + 3600)

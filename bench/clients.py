@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -516,12 +516,17 @@ def main(argv: list[str]) -> int:
     raise_nofile()
     work = {"hold": hold, "churn": churn, "redis-churn": redis_churn,
             "redis-marks": redis_marks, "store": store}[args.cmd]
+    return run_loop(work(args))
+
+
+def run_loop(work: Coroutine[Any, Any, int]) -> int:
+    """Run a load process's main coroutine, on uvloop where it is installed."""
     try:
         import uvloop
 
-        return uvloop.run(work(args))
+        return uvloop.run(work)
     except ImportError:
-        return asyncio.run(work(args))
+        return asyncio.run(work)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import httpx
+from abuse_phase import phase_abuse
 from backends import Backend, Databases
 from cluster_phase import phase_cluster
 from messages_phase import RATE_SECONDS, phase_messages
@@ -21,6 +22,10 @@ from probes import ClientProbe, Load, Probe, WrkProbe, wait_idle
 from processes import BARE, LOG_LEVEL, PY, BenchError, Processes, Server
 from report import Row
 from scenarios import APPS, PRESENCE, SCENARIOS, Call, count_label
+from soak_phase import phase_soak
+
+# Phases that run only when --only names them (never in a plain or --quick run).
+BY_NAME_ONLY = ("soak", "abuse")
 
 
 class Suite:
@@ -32,7 +37,9 @@ class Suite:
         self.tmp = tmp
         self.wrk_bin = wrk_bin
         self.procs = Processes()
-        self.rows = [Row(s, b) for s in SCENARIOS for b in s.backends]
+        # A name-only phase's rows are in the table only of runs that name it.
+        self.rows = [Row(s, b) for s in SCENARIOS for b in s.backends
+                     if not s.only or s.only in args.only]
         self.versions: list[str] = []
         self.failures: list[str] = []
         self.notes: list[str] = []
@@ -46,13 +53,15 @@ class Suite:
             self.note(f"idle connections: the open-file limit ({hard}) allows only "
                       f"{self.idle_count:,}")
         self.store_members = 10_000 if quick else 100_000
-        self.history_messages = 100_000 if quick else 1_000_000  # admin_getroammsg's row
+        # admin_getroammsg's row: messages stored when it is measured the second time
+        self.history_messages = args.history_messages or (100_000 if quick else 1_000_000)
         # Row labels carry the sizes actually measured (quick mode measures less).
         for r in self.rows:
             r.label = r.scenario.name.format(idle=count_label(self.idle_count),
                                              store=count_label(self.store_members),
                                              history=count_label(self.history_messages),
-                                             rate_s=min(RATE_SECONDS, args.seconds))
+                                             rate_s=min(RATE_SECONDS, args.seconds),
+                                             soak=f"{args.soak_minutes:g}")
 
     def row(self, special: str, backend: str) -> Row:
         return next(r for r in self.rows
@@ -86,10 +95,13 @@ class Suite:
             (phase_idle, lambda r: r.scenario.special == "idle"),
             (phase_store, lambda r: r.scenario.special.startswith("store")),
             (phase_imports, lambda r: r.scenario.special == "imports"),
+            (phase_soak, lambda r: r.scenario.only == "soak"),
+            (phase_abuse, lambda r: r.scenario.only == "abuse"),
         ]
         for phase, mine in phases:
-            if self.args.only and phase.__name__.removeprefix("phase_") not in self.args.only:
-                for r in self.rows:
+            name = phase.__name__.removeprefix("phase_")
+            if not self.wanted(name):
+                for r in self.rows:  # (a name-only phase's rows are not in the table)
                     if mine(r):
                         r.status = r.status or "not run (--only)"
                 continue
@@ -102,6 +114,12 @@ class Suite:
                 self.fail([r for r in self.rows if mine(r)], exc)
             finally:
                 self.procs.stop()
+
+    def wanted(self, phase: str) -> bool:
+        """Whether this run runs ``phase`` (soak and abuse: only when --only names them)."""
+        if phase in BY_NAME_ONLY:
+            return phase in self.args.only
+        return not self.args.only or phase in self.args.only
 
     def stop(self) -> None:
         """Stops everything the run started and releases its databases (on every way out)."""

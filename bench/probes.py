@@ -199,6 +199,16 @@ def ensure_wrk(quick: bool) -> str:
                      "(Debian/Ubuntu) or `brew install wrk`")
 
 
+def scrape(url: str) -> dict[str, float]:
+    """Every sample of the server's metrics listener at ``url``: ``name{labels}`` -> value."""
+    answer = httpx.get(url, timeout=10, trust_env=False)
+    if answer.status_code != 200:
+        raise BenchError(f"{url} answered {answer.status_code}: {answer.text[:200]!r}")
+    return {name: float(value) for name, _, value in (
+        line.rpartition(" ") for line in answer.text.splitlines()
+        if line and not line.startswith("#"))}
+
+
 def webhook_metrics(url: str, app: int) -> dict[str, float]:
     """App ``app``'s webhook delivery counters by outcome, and the queued gauge, from the
     server's metrics listener at ``url``."""

@@ -103,6 +103,12 @@ class Server:
                 return int(line.split()[1]) * 1024
         raise BenchError(f"{self.name}: no VmRSS")
 
+    def log_summary(self) -> str:
+        """How much the server has logged so far (at the run's level): lines, tracebacks."""
+        text = self.log.read_text(errors="replace")
+        return (f"{text.count(chr(10)):,} log lines at level {LOG_LEVEL}, "
+                f"{text.count('Traceback'):,} tracebacks")
+
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
             raise BenchError(f"{self.name} server exited ({self.proc.returncode}):\n"

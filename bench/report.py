@@ -54,7 +54,8 @@ def med(values: Iterator[float | None]) -> float | None:
 
 def cells(row: Row, loads: list[Load]) -> list[str]:
     value = statistics.median(x.value for x in loads)
-    shown = {"rate": f"{value:,.0f} {row.unit}", "size": f"{size(value)}/{row.unit}",
+    per = f"/{row.unit}" if row.unit else ""  # (a soak row's unit is empty: a whole size)
+    shown = {"rate": f"{value:,.0f} {row.unit}", "size": size(value) + per,
              "latency": f"{dur(value)} p50"}[row.kind]
     cpu = med(x.cpu_us for x in loads)
     return [shown, dur(med(x.p50_ms for x in loads)), dur(med(x.p99_ms for x in loads)),

@@ -51,6 +51,9 @@ class Scenario:
     # (a repeated Random is a duplicate, answered without a send); answers are checked for
     # ErrorCode 0, not compared, and the bare app answers the recorded one for any body.
     varies: bool = False
+    # The phase that measures it runs only when named (bench/run --only soak): its rows are
+    # in the table of such runs only.
+    only: str = ""
 
 
 USERS = [f"bench_user_{i}" for i in range(10)]
@@ -85,8 +88,10 @@ def av_group(group_id: str, app: str = "off") -> Call:
                 {"Type": "AVChatRoom", "Name": "bench", "GroupId": group_id}, app=app)
 
 
-def marks(group: str, command: int, mark: int, members: range) -> Call:
-    prefix = HELD[group][0]
+def marks(group: str, command: int, mark: int, members: range, prefix: str = "") -> Call:
+    """modify_user_info of ``members`` (UserIDs ``prefix``<n>; by default the prefix of
+    the group's HELD members)."""
+    prefix = prefix or HELD[group][0]
     return Call("group_open_avchatroom_http_svc/modify_user_info", {
         "GroupId": group, "CommandType": command,
         "MemberList": [{"Member_Account": f"{prefix}{i}", "Marks": [mark]} for i in members]})
@@ -239,6 +244,27 @@ SCENARIOS = [
              special="hook_latency", backends=("memory",)),
     Scenario("webhook delivery: Group.CallbackOnMemberStateChange to a local receiver",
              special="webhooks", setup=HOOK_SETUP, backends=("memory",)),
+    # Name-only phases (Scenario.only): bench/soak_phase.py and bench/abuse_phase.py.
+    # {soak}: the run's --soak-minutes.
+    Scenario("soak: server RSS over {soak} min of gateway churn, marks and group messages "
+             "(result: at the end; baseline: after the warm-up)", special="soak_rss",
+             backends=("Redis presence, SQLite",), only="soak"),
+    Scenario("soak: Redis used_memory (the whole Redis server) over the same minutes",
+             special="soak_redis", backends=("Redis presence, SQLite",), only="soak"),
+    Scenario("soak: MEMORY USAGE of the keys in the run's Redis database, same minutes",
+             special="soak_keys", backends=("Redis presence, SQLite",), only="soak"),
+    *(Scenario(f"abuse: {what}: a normal client's latency (baseline: the same client, "
+               "quiet, just before)", special=f"abuse_{kind}",
+               backends=("REST get_online_member_num", "gateway heartbeat"), only="abuse")
+      for kind, what in (
+          ("unauth", "3,000 WebSockets at a time upgrading with no or a bad UserSig, each "
+                     "reopened when closed"),
+          ("slowloris", "3,000 TCP connections at a time trickling a request line or "
+                        "headers (1 byte/s), each reopened when closed"),
+          ("bigframe", "50 connections sending 512 KiB frames (4× max_frame_bytes), "
+                       "reconnecting when closed"),
+          ("noread", "50 connections in the room that never read, 100 messages/s of 2 KB "
+                     "pushed to it"))),
     # {idle}, {store}: the sizes this run measures (Suite.idle_count, Suite.store_members).
     Scenario("{idle} idle gateway connections: server memory per connection", special="idle",
              backends=("memory",)),

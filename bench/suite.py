@@ -28,6 +28,18 @@ phases, each stopping what it started before the next begins:
 7. bench/import_members.py (``--quick`` in quick mode): import_group_member against the
    databases' bulk paths.
 
+Two more phases run only when named (``--only soak``, ``--only abuse``), never in a plain
+or ``--quick`` run, and their rows are in the table only then:
+
+8. Soak (bench/soak_phase.py): --soak-minutes (default 10) of gateway churn, marks and
+   group messages against one server on Redis presence and SQLite; the server's RSS and
+   Redis's memory sampled every 3 s, each with its least-squares slope (KB/min) after
+   the warm-up (the baseline column: the value at the warm-up's end).
+9. Abuse (bench/abuse_phase.py, bench/abuse.py): a normal client's REST read and heartbeat
+   round trip timed quiet and under each kind of abuse in turn (3,000 unauthenticated
+   WebSockets, 3,000 slowloris connections, oversized frames, clients that never read
+   while messages are pushed), with the server's RSS and how it closed the abusers.
+
 It first prints which PostgreSQL and Redis databases it will write to (bench/scratch.py
 takes only what is provably its own). Then it prints one table, a targets summary and the
 import script's own table, writes a copy to bench/results/, and stops everything it
@@ -45,12 +57,14 @@ call.
 #   scenarios.py   the rows: each REST call, its setup data and its baseline
 #   harness.py     the Suite: rows, phase order, REST rows planned as paired wrk probes
 #   phases.py, presence_phase.py, messages_phase.py, cluster_phase.py   the seven phases
+#   soak_phase.py, abuse_phase.py   the two that run only when named (--only)
 #   backends.py    OpenTIM servers with their apps; the run's scratch databases
 #   processes.py   starting, pinning and stopping processes; SIGTERM and --time-limit
 #   probes.py      wrk and bench/clients.py runs, CPU, idleness, webhook counters
 #   report.py      the table, ratios, targets and the copy in bench/results/
-# scratch.py decides which databases a run may take; clients.py, fanout.py, bare.py,
-# bare_ws.py, post.lua, vary.lua and import_members.py are the processes the phases start;
+# scratch.py decides which databases a run may take; clients.py, fanout.py, abuse.py,
+# bare.py, bare_ws.py, post.lua, vary.lua and import_members.py are the processes the
+# phases start;
 # history.py writes the one-to-one history admin_getroammsg's row reads.
 
 from __future__ import annotations
@@ -92,7 +106,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         f"{REDIS_URL}; '' to skip Redis")
     p.add_argument("--only", type=lambda v: v.split(","), default=[],
                    help="run only these phases: rest,presence,messages,cluster,idle,store,"
-                        "imports")
+                        "imports; soak and abuse run only when named here")
+    p.add_argument("--soak-minutes", type=float, default=10,
+                   help="length of the soak phase (--only soak), warm-up included")
+    p.add_argument("--abuse-seconds", type=float, default=40,
+                   help="seconds each kind of abuse is measured for (--only abuse); the "
+                        "quiet window before it is half as long")
+    p.add_argument("--history-messages", type=int,
+                   help="one-to-one messages stored for admin_getroammsg's second half "
+                        "(default 1,000,000; 100,000 quick; at least 20,000)")
     p.add_argument("--time-limit", type=int, help="seconds before the whole run is stopped "
                    "as failed (default 600 quick, 3600 full)")
     args = p.parse_args(argv)

@@ -778,3 +778,52 @@ async def test_an_unknown_command_lists_the_commands(live: LiveServer) -> None:
             assert all(c in info for c in
                        ("heartbeat", "join_group", "quit_group", "modify_marks", "logout"))
             assert len(info) < 300, info  # the unknown name is not echoed at length
+
+
+async def test_opentim_serve_drops_a_client_that_never_reads(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Found by ``bench/run --only abuse``: under ``opentim serve`` (uvloop, whose transports
+    are not asyncio.BaseTransport) the socket of a client that stopped reading was counted
+    as dropped but kept open, with megabytes unsent. A real server process, since the
+    in-process test servers run on asyncio's own loop."""
+    from opentim.client.rest import RestClient
+    from tests.helpers.faults import (
+        TCP_ESTABLISHED,
+        seed_app,
+        serve_processes,
+        tcp_state,
+        usersig,
+    )
+
+    monkeypatch.setenv("OPENTIM_GATEWAY_WRITE_TIMEOUT", "1")
+    db_url = f"sqlite:///{tmp_path}/never.db"
+    app = await seed_app(db_url, group_msg_rate=0)
+    async with serve_processes(1, db_url, tmp_path, log_level="info") as (server,), \
+            RestClient(server.url, sdkappid=app.sdkappid, identifier="administrator",
+                       usersig=usersig(app, "administrator")) as tim:
+        await import_accounts(tim, "host", "reader")
+        group_id = await create_group(tim, "AVChatRoom", Owner_Account="host")
+        sock = socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        url = gateway_url(server.url, sdkappid=app.sdkappid, identifier="reader",
+                          usersig=usersig(app, "reader"))
+        async with websockets.connect(url, sock=sock, max_queue=1, compression=None,
+                                      ping_interval=None, max_size=1 << 22) as ws:
+            await ws.recv()  # connected
+            await ws.send(msgspec.json.encode({"id": 1, "cmd": "join_group",
+                                               "GroupId": group_id}))
+            await ws.recv()
+            body = [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "x" * 11_000}}]
+            deadline = time.monotonic() + 60
+            sent = 0
+            while tcp_state(sock) == TCP_ESTABLISHED:  # then no longer read at all
+                assert time.monotonic() < deadline, "the server kept the connection open"
+                if sent < 2000:
+                    await tim.ok("group_open_http_svc/send_group_msg", {
+                        "GroupId": group_id, "Random": sent, "MsgBody": body,
+                        "MsgPriority": "High"})
+                    sent += 1
+                else:
+                    await asyncio.sleep(0.1)
+        assert "dropped connection" in server.output() or "closing connection" in \
+            server.output()

@@ -38,12 +38,14 @@ from opentim.client.session import gateway_url
 from opentim.redact import FLOOD_INTERVAL, RedactSecrets, redact
 from tests.helpers import (
     PG_URL,
+    LiveServer,
     create_group,
     import_accounts,
     live_server,
     serve_asgi,
     unavailable,
 )
+from tests.helpers.faults import TCP_ESTABLISHED, tcp_state
 
 OPENTIM = [sys.executable, "-m", "opentim"]
 CHECK = "im_open_login_svc/account_check"
@@ -544,25 +546,33 @@ async def test_a_cut_off_body_is_not_run(tmp_path: Path, how: str) -> None:
         assert found["ResultItem"][0]["AccountStatus"] == "NotImported"
 
 
+async def _unread_client(live: LiveServer) -> tuple[bytes, socket.socket]:
+    """An account_check of 100 imported accounts (~7 KB of reply) as one HTTP request, and
+    a non-blocking socket to ``live`` with a 4 KB receive buffer, for clients that stop
+    reading."""
+    app = await live.new_app(rate_limit=0)
+    users = [f"u{i}" for i in range(100)]
+    async with live.client(app) as tim:
+        await import_accounts(tim, *users)
+    sig = TLSSigAPIv2(app.sdkappid, app.secret_key).gen_sig("administrator")
+    body = msgspec.json.encode({"CheckItem": [{"UserID": u} for u in users]})
+    request = (f"POST /v4/{CHECK}?sdkappid={app.sdkappid}&identifier=administrator&"
+               f"usersig={sig}&random=1 HTTP/1.1\r\nHost: x\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", int(live.url.rsplit(":", 1)[1])))
+    sock.setblocking(False)
+    return request, sock
+
+
 async def test_a_client_that_leaves_its_responses_unread_is_closed(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """2,000 pipelined calls (14 MB of replies) on a socket with a 4 KB receive buffer that
     the client does not read: the server stops waiting for it after body_timeout."""
     async with live_server(f"sqlite:///{tmp_path}/unread.db", "memory",
                            body_timeout=1.0) as live:
-        app = await live.new_app(rate_limit=0)
-        users = [f"u{i}" for i in range(100)]
-        async with live.client(app) as tim:
-            await import_accounts(tim, *users)
-        sig = TLSSigAPIv2(app.sdkappid, app.secret_key).gen_sig("administrator")
-        body = msgspec.json.encode({"CheckItem": [{"UserID": u} for u in users]})
-        request = (f"POST /v4/{CHECK}?sdkappid={app.sdkappid}&identifier=administrator&"
-                   f"usersig={sig}&random=1 HTTP/1.1\r\nHost: x\r\n"
-                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", int(live.url.rsplit(":", 1)[1])))
-        sock.setblocking(False)
+        request, sock = await _unread_client(live)
         reader, writer = await asyncio.open_connection(sock=sock)
         writer.write(request * 2000)
         await asyncio.sleep(1.0 + 3)  # not reading: the server's send buffer fills
@@ -578,6 +588,29 @@ async def test_a_client_that_leaves_its_responses_unread_is_closed(
         assert live.asgi.state.http_guard.counters["send_timeout"] == 1
     # the request that was writing stops cleanly (no write to the closed socket)
     assert "Exception in ASGI application" not in capsys.readouterr().err
+
+
+async def test_a_client_that_never_reads_its_responses_is_reset(tmp_path: Path) -> None:
+    """Found by bench/run --only abuse's kind of client: one that pipelines calls and never
+    reads again. The timeout used to close() the transport, which waits for the unsent
+    replies to be flushed: the server kept the descriptor and megabytes of send buffer
+    for as long as the client kept its window shut. Now the connection is reset."""
+    async with live_server(f"sqlite:///{tmp_path}/never.db", "memory",
+                           body_timeout=1.0) as live:
+        request, sock = await _unread_client(live)
+        try:
+            data, sent = request * 2000, 0
+            with contextlib.suppress(BlockingIOError):
+                while sent < len(data):
+                    sent += sock.send(data[sent:sent + (1 << 16)])
+            deadline = time.monotonic() + 1.0 + 15  # the timeout, and slack for a busy box
+            while tcp_state(sock) == TCP_ESTABLISHED and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert tcp_state(sock) != TCP_ESTABLISHED, "the server kept the connection"
+        finally:
+            sock.close()
+        counters = live.asgi.state.http_guard.counters
+        assert counters["send_timeout"] + counters["body_timeout"] == 1, counters
 
 
 # --- item 11: /metrics on its own listener -------------------------------------------------

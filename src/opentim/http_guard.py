@@ -13,7 +13,9 @@ WebSocket upgrades, and it counts tasks as well as connections.
 - **header timeout**: a connection must complete a request's line and headers within
   ``header_timeout`` of opening, or of the first byte of its next request;
 - **body timeout**: the body must then arrive within ``body_timeout``, and a response the
-  client leaves unread (the socket's send buffer full) may stall for at most as long;
+  client leaves unread (the socket's send buffer full) may stall for at most as long; a
+  connection closed by a timeout with responses still unsent is reset (SO_LINGER 0), not
+  closed, since a close would wait for the client to read them;
 - **header size**: more than ``max_header_bytes`` before the headers end gets 431;
 - **connection limit**: at ``max_connections`` open connections (HTTP and WebSocket alike)
   a new connection first evicts the oldest one that is *waiting* (idle between requests, or
@@ -32,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from opentim.gateway.transport import abort
 
 _REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
             b"content-length: 21\r\nconnection: close\r\n\r\ntoo many connections\n")
@@ -198,4 +202,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _close_for(self, reason: str) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.guard.counters[reason] += 1
-            self.transport.close()
+            if self.transport.get_write_buffer_size():
+                # close() would first flush responses the client is not reading: the
+                # descriptor and the kernel's send buffer would stay for as long as the
+                # client keeps its window shut. Reset the connection instead.
+                abort(self.transport)
+            else:
+                self.transport.close()

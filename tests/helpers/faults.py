@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -371,3 +372,11 @@ async def serve_processes(count: int, db_url: str, logs: Path, *, redis_url: str
             if server.proc.poll() is None:
                 server.proc.kill()
             server.proc.wait(timeout=10)
+
+
+TCP_ESTABLISHED = 1
+
+
+def tcp_state(sock: socket.socket) -> int:
+    """The Linux TCP state of a socket (TCP_INFO's first byte): 1 is ESTABLISHED."""
+    return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0])

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
@@ -42,8 +42,13 @@ def _protocol_of(websocket: Any) -> object:
 
 
 def transport_of(websocket: Any) -> asyncio.BaseTransport | None:
+    """The connection's transport. Checked by what it can do, not by class: uvloop's
+    transports (what ``opentim serve`` runs on) do not derive from asyncio's."""
     transport = getattr(_protocol_of(websocket), "transport", None)
-    return transport if isinstance(transport, asyncio.BaseTransport) else None
+    if all(callable(getattr(transport, name, None))
+           for name in ("abort", "is_closing", "get_extra_info")):
+        return cast("asyncio.BaseTransport", transport)
+    return None
 
 
 def binary_frame(data: bytes) -> bytes:
