@@ -145,11 +145,16 @@ class RedisRoomRelay(RoomRelay):
 
     async def start(self) -> None:
         from opentim.presence.client import open_redis
+        from opentim.presence.redis import client_options
 
         # Named, so `CLIENT LIST` shows which connection is whose relay. On a Redis
         # Cluster a classic PUBLISH reaches the subscribers of every node, so the one
         # subscription (on the master of the channel's slot) hears every process.
-        self._redis = await open_redis(self._url, client_name=f"opentim-relay-{self._node}")
+        # Bounded as presence's client is (a hung Redis fails a PUBLISH in 2 s). The
+        # subscription's blocking read is not cut by the socket timeout: redis-py 8.1
+        # reads a blocking get_message without one (hence its floor in pyproject.toml).
+        self._redis = await open_redis(self._url, client_name=f"opentim-relay-{self._node}",
+                                       **client_options())
         # Subscribed before the server accepts connections: nothing published after this
         # returns is missed.
         await self._subscribe()

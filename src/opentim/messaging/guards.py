@@ -109,10 +109,13 @@ class RedisGuards:
     async def _redis(self) -> Any:
         if self._client is None:
             from opentim.presence.client import open_redis
+            from opentim.presence.redis import client_options
 
             async with self._opening:
                 if self._client is None:
-                    self._client = await open_redis(self._url, client_name="opentim-guards")
+                    # Bounded as presence's client is: a hung Redis fails a send in 2 s.
+                    self._client = await open_redis(self._url, client_name="opentim-guards",
+                                                    **client_options())
         return self._client
 
     async def remember_first(self, key: str, value: str, ttl: float) -> str | None:
