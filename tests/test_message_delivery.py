@@ -117,6 +117,30 @@ async def test_members_of_a_roster_group_hear_its_messages_without_joining(live)
         await nothing_more(stranger)
 
 
+async def test_the_connected_frame_comes_first_while_messages_flow(live) -> None:
+    """Found by test_fuzz_gateway on Redis presence: a member connecting while its group's
+    messages flowed could get one before ``connected`` (the connection was indexed, then
+    awaited presence, then said hello)."""
+    async with room(live, "Public", [], join=False, members=["host"]) as (tim, group_id, _):
+        stop = asyncio.Event()
+
+        async def flood() -> None:
+            n = 0
+            while not stop.is_set():
+                await tim.ok(SEND, {"GroupId": group_id, "Random": n, "MsgBody": text()})
+                n += 1
+
+        flooding = asyncio.create_task(flood())
+        try:
+            for _ in range(30):
+                app = tim_app(live, tim)
+                async with live.raw_connect(app, "host"):  # asserts the first frame
+                    pass
+        finally:
+            stop.set()
+            await flooding
+
+
 async def test_a_targeted_message_reaches_only_its_receivers(live) -> None:
     async with room(live, "Public", ["m1", "m2"], join=False,
                     members=["m1", "m2"]) as (tim, group_id, (m1, m2)):

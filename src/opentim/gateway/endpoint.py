@@ -349,13 +349,15 @@ async def gateway_endpoint(websocket: WebSocket) -> None:
     presence = Presence(conn_id=uuid.uuid4().hex, sdkappid=app.sdkappid, account=identifier,
                         origin=origin)
     conn = ClientConnection(runtime, rooms, websocket, presence)
+    # First, before the connection is indexed: from then on pushes for its account reach
+    # it, and the awaits below (presence in Redis) let them in ahead of a later hello.
+    conn.send({"event": "connected", "ConnectionId": presence.conn_id,
+               "HeartbeatTimeout": runtime.settings.heartbeat_timeout})
     try:
         for older in rooms.register(conn):
             await older.kicked("MultiInstance")
         await runtime.presence.add_connection(app.sdkappid, identifier, presence.conn_id,
                                               platform=origin.platform)
-        conn.send({"event": "connected", "ConnectionId": presence.conn_id,
-                   "HeartbeatTimeout": runtime.settings.heartbeat_timeout})
         await conn.run()
     finally:
         rooms.unregister(conn)
