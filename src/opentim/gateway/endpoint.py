@@ -57,6 +57,9 @@ MarkItem = frames.MarkItem
 
 
 class ConnState(Enum):
+    # Indexed for its account (so a newer one over the limit can kick it) but not yet
+    # registered in presence: it gets no push before its `connected` frame.
+    OPENING = "opening"
     OPEN = "open"
     CLOSING = "closing"  # nothing more is handled or queued, except the close itself
 
@@ -73,7 +76,7 @@ class ClientConnection:
         self.rooms = rooms
         self.websocket = websocket
         self.presence = presence
-        self.state = ConnState.OPEN
+        self.state = ConnState.OPENING
         self.logged_out = False
         # Frames not yet written; a frame may wait gateway_write_timeout seconds for the
         # client to make room in its receive window.
@@ -132,10 +135,18 @@ class ClientConnection:
             return False
         return True
 
+    def opened(self) -> None:
+        """Registered in presence: the `connected` frame goes out (the first one), and
+        pushes are taken from now on. Nothing, if it was kicked or closed meanwhile."""
+        if self.state is ConnState.OPENING:
+            self.state = ConnState.OPEN
+            self.send({"event": "connected", "ConnectionId": self.presence.conn_id,
+                       "HeartbeatTimeout": self.runtime.settings.heartbeat_timeout})
+
     def close(self, code: int, reason: str) -> None:
         """Close from the server side (lease lost, too slow, kicked); the read loop ends
         once the close is written, or the write times out and the socket is dropped."""
-        if self.state is ConnState.OPEN:
+        if self.state is not ConnState.CLOSING:
             self.state = ConnState.CLOSING
             self._outbox.put_close(code, reason)
 
@@ -149,7 +160,7 @@ class ClientConnection:
     async def kicked(self, reason: str) -> None:
         """The account was deleted or kicked, or logged in once too often on this
         platform: leave every online list now, then tell the client and close."""
-        if self.state is not ConnState.OPEN:
+        if self.state is ConnState.CLOSING:
             return
         code, text = KICKS[reason]
         self.state = ConnState.CLOSING  # no frame of it is handled from now on
@@ -349,15 +360,14 @@ async def gateway_endpoint(websocket: WebSocket) -> None:
     presence = Presence(conn_id=uuid.uuid4().hex, sdkappid=app.sdkappid, account=identifier,
                         origin=origin)
     conn = ClientConnection(runtime, rooms, websocket, presence)
-    # First, before the connection is indexed: from then on pushes for its account reach
-    # it, and the awaits below (presence in Redis) let them in ahead of a later hello.
-    conn.send({"event": "connected", "ConnectionId": presence.conn_id,
-               "HeartbeatTimeout": runtime.settings.heartbeat_timeout})
     try:
         for older in rooms.register(conn):
             await older.kicked("MultiInstance")
         await runtime.presence.add_connection(app.sdkappid, identifier, presence.conn_id,
                                               platform=origin.platform)
+        # Pushes for the account reached the connection since register (none is taken
+        # before `connected`, which must come first); from here on they are delivered.
+        conn.opened()
         await conn.run()
     finally:
         rooms.unregister(conn)
