@@ -123,37 +123,30 @@ class Outbox:
         self._pending.append(frame)
 
     def flush_pending(self) -> None:
-        pending = self._pending
-        if not pending:
-            return
-        self._pending = []
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._send(pending)
+
+    def put(self, frame: bytes | Wire) -> None:
+        self.flush_pending()  # the messages put before it go first
+        self._send([frame if isinstance(frame, Wire) else Wire(frame)])
+
+    def _send(self, wires: list[Wire]) -> None:
+        """Straight to the socket, in one write, if nothing is in flight (a queued frame
+        must not be overtaken) and the socket takes it now; else queued for the writer."""
         if self._writer is None and self._direct is not None:
-            framed = pending[0].framed() if len(pending) == 1 else \
-                b"".join([w.framed() for w in pending])
+            framed = wires[0].framed() if len(wires) == 1 else \
+                b"".join([w.framed() for w in wires])
             if self._direct.write(framed):
-                self._counts.direct += len(pending)
+                self._counts.direct += len(wires)
                 return
-        for wire in pending:
+        for wire in wires:
             self._counts.queued += 1
             self._put(wire.data)
             self.queued_bytes += len(wire.data)
 
-    def put(self, frame: bytes | Wire) -> None:
-        if self._pending:  # the messages put before it go first
-            self.flush_pending()
-        wire = frame if isinstance(frame, Wire) else Wire(frame)
-        # Nothing in flight (a queued frame must not be overtaken): try the socket itself.
-        if self._writer is None and self._direct is not None \
-                and self._direct.write(wire.framed()):
-            self._counts.direct += 1
-            return
-        self._counts.queued += 1
-        self._put(wire.data)
-        self.queued_bytes += len(wire.data)
-
     def put_close(self, code: int, reason: str) -> None:
-        if self._pending:
-            self.flush_pending()
+        self.flush_pending()
         self._put(_Close(code, reason))
 
     def clear(self) -> None:
